@@ -10,11 +10,10 @@ deep inside a request.
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-
-import shlex
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -92,6 +91,13 @@ class Settings(BaseModel):
     cpu_kvcache_space_gib: int = Field(2, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
     engine_args: list[str] = Field(
         default_factory=list, description="Extra flags passed to the engine as they are."
+    )
+    torch_index_url: str | None = Field(
+        None,
+        description=(
+            "Extra pip index for `vllama engine install` when the default index lacks"
+            " torch 2.13.0+cpu (e.g. https://download.pytorch.org/whl/cpu)."
+        ),
     )
     engine_start_timeout: float = Field(900.0, gt=0, description="Seconds to reach ready.")
     engine_stop_grace: float = Field(10.0, ge=0, description="SIGTERM to SIGKILL, seconds.")

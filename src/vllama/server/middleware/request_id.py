@@ -1,0 +1,65 @@
+"""Request ids and the access log, as pure ASGI middleware.
+
+Pure ASGI (no BaseHTTPMiddleware) so that streams pass through untouched:
+this only looks at the ``http.response.start`` message and never at the body.
+The id is the client's ``X-Request-Id`` when it sent a sane one, else a new
+one; it is returned to the client, forwarded to the engine and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("vllama.access")
+
+_MAX_ID = 128
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= _MAX_ID and text.isprintable():
+                return text
+    return None
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log and log.isEnabledFor(logging.INFO):
+                log.info(
+                    '%s "%s %s" %d %.1fms',
+                    request_id,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    extra={"request_id": request_id, "status": status},
+                )

@@ -1,0 +1,147 @@
+"""Ollama generations over the engine's streaming OpenAI API.
+
+The engine is always asked to stream (with usage), whether or not the client
+streams: the gateway then sees the first token arrive, which is the honest end
+of prefill for ``prompt_eval_duration``, and one code path serves both
+``stream:true`` (NDJSON, a line per delta) and ``stream:false`` (the same
+objects merged into one). Nothing is sent to the client until the engine has
+produced something, so an error before the first token still gets its real
+status; after that, errors are one in-band ``{"error": ...}`` line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from starlette.responses import Response
+
+from vllama.errors import UpstreamError, VllamaError
+from vllama.protocol.ndjson import dumps_line
+from vllama.protocol.ollama import format_time
+from vllama.protocol.sse import SSEDecoder
+from vllama.server.gateway import Gateway
+from vllama.server.streaming import LiveStream
+from vllama.translate.requests import UpstreamCall
+from vllama.translate.responses import OllamaStream, Timings, openai_error_message
+from vllama.translate.stream import merge_stream
+from vllama.upstream.client import UpstreamResponse
+
+Kind = Literal["chat", "generate"]
+NDJSON = "application/x-ndjson"
+
+
+def now_text() -> str:
+    return format_time(time.time_ns())
+
+
+async def engine_events(response: UpstreamResponse) -> AsyncIterator[dict[str, Any]]:
+    """Decoded SSE events of an engine stream; an in-band engine error raises."""
+    decoder = SSEDecoder()
+    try:
+        async for chunk in response.chunks():
+            for payload in decoder.feed(chunk):
+                if payload == b"[DONE]":
+                    return
+                try:
+                    event = orjson.loads(payload)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamError("engine sent an undecodable event") from exc
+                if isinstance(event, dict) and "error" in event:
+                    raise UpstreamError(openai_error_message(payload))
+                if isinstance(event, dict):
+                    yield event
+    finally:
+        response.close()
+
+
+class _Generation:
+    """One generation's translation state: events in, Ollama objects out."""
+
+    def __init__(self, kind: Kind, model: str, timings: Timings) -> None:
+        self.state = OllamaStream(kind, model)
+        self.timings = timings
+
+    def translate(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        out = self.state.feed(event, now_text())
+        if self.timings.first_token_ns is None and self.state.first_token_seen:
+            self.timings.first_token_ns = time.monotonic_ns()
+        return out
+
+    def final(self) -> dict[str, Any]:
+        self.timings.done_ns = time.monotonic_ns()
+        return self.state.finish(self.timings, now_text())
+
+
+async def ollama_generation(
+    gw: Gateway,
+    call: UpstreamCall,
+    *,
+    kind: Kind,
+    model: str,
+    arrived_ns: int,
+    request_id: str,
+) -> Response | LiveStream:
+    body = dict(call.body, stream=True, stream_options={"include_usage": True})
+    timings = Timings(
+        arrived_ns=arrived_ns, sent_ns=time.monotonic_ns(), first_token_ns=None, done_ns=0
+    )
+    response = await gw.upstream.open_ok(
+        "POST",
+        gw.engine_url(call.path),
+        body=orjson.dumps(body),
+        headers={"content-type": "application/json", "x-request-id": request_id},
+        api_key=gw.engine.api_key,
+    )
+    events = engine_events(response)
+    generation = _Generation(kind, model, timings)
+    if not call.stream:
+        return await _collect(events, generation, kind)
+    first = await _first_objects(events, generation)
+    return LiveStream(_ndjson(first, events, generation), media_type=NDJSON)
+
+
+async def _first_objects(
+    events: AsyncIterator[dict[str, Any]], generation: _Generation
+) -> list[dict[str, Any]]:
+    """Wait for the first thing worth sending; errors here still get a status."""
+    try:
+        async for event in events:
+            out = generation.translate(event)
+            if out:
+                return out
+    except BaseException:
+        await events.aclose()  # type: ignore[attr-defined]
+        raise
+    return []
+
+
+async def _ndjson(
+    first: list[dict[str, Any]],
+    events: AsyncIterator[dict[str, Any]],
+    generation: _Generation,
+) -> AsyncIterator[bytes]:
+    try:
+        for obj in first:
+            yield dumps_line(obj)
+        async for event in events:
+            for obj in generation.translate(event):
+                yield dumps_line(obj)
+        yield dumps_line(generation.final())
+    except VllamaError as err:
+        yield dumps_line({"error": err.message})
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _collect(
+    events: AsyncIterator[dict[str, Any]], generation: _Generation, kind: Kind
+) -> Response:
+    pieces: list[dict[str, Any]] = []
+    async for event in events:
+        pieces.extend(generation.translate(event))
+    return Response(
+        orjson.dumps(merge_stream(kind, pieces, generation.final())), media_type="application/json"
+    )

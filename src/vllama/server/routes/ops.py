@@ -1,0 +1,45 @@
+"""Liveness, readiness and the probes Ollama clients send first."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from vllama import __version__
+from vllama.protocol.ollama import OLLAMA_VERSION
+from vllama.server.gateway import gateway_of
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("Ollama is running")
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": OLLAMA_VERSION}, headers={"x-vllama-version": __version__})
+
+
+async def health(request: Request) -> Response:
+    """The gateway process is alive: always 200, with the engine's state for humans."""
+    engine = gateway_of(request).engine
+    return JSONResponse({"status": "ok", "engine": engine.state, "version": __version__})
+
+
+async def ready(request: Request) -> Response:
+    """Ready to serve models: 503 + Retry-After until the engine is."""
+    engine = gateway_of(request).engine
+    if engine.is_ready:
+        return JSONResponse({"status": "ready", "engine": engine.state})
+    return JSONResponse(
+        {"status": "not ready", "engine": engine.state},
+        status_code=503,
+        headers={"Retry-After": str(engine.retry_after())},
+    )
+
+
+routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/api/version", version, methods=["GET", "HEAD"]),
+    Route("/health", health, methods=["GET", "HEAD"]),
+    Route("/ready", ready, methods=["GET", "HEAD"]),
+]

