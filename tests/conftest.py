@@ -16,7 +16,7 @@ import ollama
 import openai
 import pytest
 
-from tests.procs import Proc, engine_python, free_port, vllama_serve, wait_http
+from tests.procs import Proc, alive, engine_python, free_port, vllama_serve, wait_http
 
 MODEL = "smollm2:135m"
 
@@ -81,8 +81,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     served = Served(url, proc, home)
     yield served
     served.close_clients()
+    tree = proc.tree()
     code = proc.stop()
-    left = proc.group()
+    left = alive(tree)
     proc.kill_group()
     assert code == 0, proc.output[-4000:]
     assert not left, f"processes left behind: {left}"

@@ -8,6 +8,7 @@ production (an in-process ASGI transport would buffer and hide them).
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import os
 import re
 import signal
@@ -88,10 +89,11 @@ class Proc:
     def _drain(self) -> None:
         assert self.popen is not None
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if os.environ.get("VLLAMA_TEST_ECHO"):
-                sys.stderr.write(line)
+        with self.popen.stdout:
+            for line in self.popen.stdout:
+                self.lines.append(line.rstrip("\n"))
+                if os.environ.get("VLLAMA_TEST_ECHO"):
+                    sys.stderr.write(line)
 
     @property
     def output(self) -> str:
@@ -100,17 +102,15 @@ class Proc:
     def find(self, pattern: str) -> re.Match[str] | None:
         return re.search(pattern, self.output)
 
-    def group(self) -> list[psutil.Process]:
-        """Every live process of this one's session (it and all it spawned)."""
+    def tree(self) -> list[psutil.Process]:
+        """This process and all it spawned (the engine runs in a session of its
+        own, so descent, not the session id, is what finds it)."""
         assert self.popen is not None
-        found = []
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                if os.getsid(proc.pid) == self.popen.pid and proc.status() != "zombie":
-                    found.append(proc)
-            except (ProcessLookupError, psutil.Error, OSError):
-                continue
-        return found
+        try:
+            root = psutil.Process(self.popen.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.popen is not None
@@ -125,9 +125,19 @@ class Proc:
 
     def kill_group(self) -> None:
         """Last resort in teardown: nothing may outlive a test session."""
-        for proc in self.group():
+        for proc in self.tree():
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` still running (zombies awaiting their parent don't count)."""
+    left = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+    return left
 
 
 def fake_engine(port: int, *flags: str, api_key: str = "engine-key", model: str = "fake") -> Proc:

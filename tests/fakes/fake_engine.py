@@ -37,7 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--api-key")
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
     p.add_argument("--model", "--served-model-name", dest="model", default="fake-model")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--start-delay", type=float, default=0.0, help="/health 503 until then")
@@ -51,7 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stall-before-first-byte", type=float, default=0.0, metavar="S")
     p.add_argument("--stall-after", metavar="N:S", help="sleep S seconds after N tokens")
     p.add_argument("--spawn-child", action="store_true", help="a sleeping child in our group")
-    return p.parse_args(argv)
+    # Started as a managed engine (tests/fakes/vllm-python), it also gets
+    # vLLM's own flags (--enforce-eager, --dtype, ...): accept and ignore them.
+    args, _unknown = p.parse_known_args(argv)
+    return args
 
 
 def error(status: int, message: str, err_type: str, param: str | None = None) -> web.Response:
