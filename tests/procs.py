@@ -8,7 +8,6 @@ production (an in-process ASGI transport would buffer and hide them).
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import os
 import re
 import signal
