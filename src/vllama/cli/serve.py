@@ -87,6 +87,8 @@ async def _serve(settings: Settings, console: Console) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.engine_stop_grace) + 5,
     )
@@ -141,5 +143,9 @@ def serve(**flags: Any) -> None:
     except SettingsError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(ExitStatus.BAD_CONFIG)
-    setup_logging(settings.log_format, settings.log_level, console)
-    sys.exit(uvloop.run(_serve(settings, console)))
+    listener = setup_logging(settings.log_format, settings.log_level, console)
+    try:
+        code = uvloop.run(_serve(settings, console))
+    finally:
+        listener.stop()
+    sys.exit(code)

@@ -15,8 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vllama.errors import VllamaError
+from vllama.server.body import ClientGone
 from vllama.server.errors import dialect_of, error_response
 from vllama.server.gateway import Gateway
+from vllama.server.middleware.fast_path import FastPath
 from vllama.server.middleware.request_id import RequestIdMiddleware
 from vllama.server.routes import models, ollama, openai, ops
 
@@ -25,7 +27,7 @@ log = logging.getLogger("vllama.server")
 
 async def _on_vllama_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VllamaError)
-    return error_response(exc, dialect_of(request.url.path))
+    return error_response(exc, dialect_of(request.scope["path"]))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
@@ -33,13 +35,18 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     message = "404 page not found" if exc.status_code == 404 else str(exc.detail).lower()
     err = VllamaError(message, status=exc.status_code)
     err.openai_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(err, dialect_of(request.url.path))
+    return error_response(err, dialect_of(request.scope["path"]))
+
+
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    """Nobody is listening; 499 (as Ollama logs it) just closes the exchange."""
+    return Response(status_code=499)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     err = VllamaError(f"internal error: {type(exc).__name__}", status=500)
-    return error_response(err, dialect_of(request.url.path))
+    return error_response(err, dialect_of(request.scope["path"]))
 
 
 async def _follow_engine(gateway: Gateway) -> None:
@@ -77,10 +84,14 @@ def create_app(gateway: Gateway, *, access_log: bool = True) -> Starlette:
 
     app = Starlette(
         routes=[*ops.routes, *ollama.routes, *models.routes, *openai.routes],
-        middleware=[Middleware(RequestIdMiddleware, access_log=access_log)],
+        middleware=[
+            Middleware(RequestIdMiddleware, access_log=access_log),
+            Middleware(FastPath, endpoint=openai.relay, paths=openai.Relay.paths),
+        ],
         exception_handlers={
             VllamaError: _on_vllama_error,
             HTTPException: _on_http_error,
+            ClientGone: _on_client_gone,
             Exception: _on_unexpected,
         },
         lifespan=lifespan,

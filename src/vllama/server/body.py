@@ -10,22 +10,37 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from vllama.errors import BadRequest, ModelNotFound, ModelRequired, PayloadTooLarge
 
 
+class ClientGone(Exception):
+    """The client left before its request body arrived; nobody to answer."""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    return await receive_body(request.scope, request.receive, limit)
+
+
+async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, straight from ASGI ``receive``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
         parts.append(chunk)
-    return b"".join(parts)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def parse_object(body: bytes) -> dict[str, Any]:

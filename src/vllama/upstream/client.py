@@ -48,9 +48,9 @@ class UpstreamResponse:
         self.headers = response.headers
 
     async def read(self) -> bytes:
+        """The whole body; a stall is bounded by the session's socket-read limit."""
         try:
-            async with asyncio.timeout(self._timeouts.first_byte):
-                return await self._response.read()
+            return await self._response.read()
         except TimeoutError as exc:
             raise UpstreamTimeout("engine did not answer in time") from exc
         except aiohttp.ClientError as exc:
@@ -59,17 +59,21 @@ class UpstreamResponse:
             self.close()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; the first wait uses the first-byte limit."""
+        """Body bytes as they arrive.
+
+        The first wait is bounded by the session's socket-read limit (the
+        first-byte timeout); each later gap by the idle timeout.
+        """
+        idle = self._timeouts.idle
         limit = self._timeouts.first_byte
         content = self._response.content
         try:
-            while True:
-                async with asyncio.timeout(limit):
-                    chunk = await content.readany()
-                if not chunk:
-                    return
-                limit = self._timeouts.idle
+            chunk = await content.readany()
+            while chunk:
                 yield chunk
+                limit = idle
+                async with asyncio.timeout(idle):
+                    chunk = await content.readany()
         except TimeoutError as exc:
             raise UpstreamTimeout(f"engine stalled for more than {limit:g} s") from exc
         except aiohttp.ClientError as exc:
@@ -94,8 +98,13 @@ class Upstream:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.timeouts.connect,
+                sock_read=self.timeouts.first_byte,
+            ),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
         )
@@ -125,10 +134,10 @@ class Upstream:
         if api_key:
             send_headers["Authorization"] = f"Bearer {api_key}"
         try:
-            async with asyncio.timeout(self.timeouts.first_byte):
-                response = await self.session.request(
-                    method, url, data=body, headers=send_headers, allow_redirects=False
-                )
+            # The session's sock_read limit bounds the wait for the status line.
+            response = await self.session.request(
+                method, url, data=body, headers=send_headers, allow_redirects=False
+            )
         except TimeoutError as exc:
             raise UpstreamTimeout("engine did not answer in time") from exc
         except aiohttp.ClientError as exc:

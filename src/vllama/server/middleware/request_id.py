@@ -8,8 +8,9 @@ one; it is returned to the client, forwarded to the engine and logged.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import secrets
+import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,12 +33,16 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
         self.access_log = access_log
+        # A random per-process prefix and a counter: unique across replicas
+        # and restarts without a urandom syscall on every request.
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or secrets.token_hex(12)
+        request_id = _incoming_id(scope) or f"{self._prefix}{next(self._counter):012x}"
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 0
