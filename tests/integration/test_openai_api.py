@@ -90,7 +90,6 @@ def test_error_objects(served: Served) -> None:
         ("POST", "/pause"),
         ("POST", "/invocations"),
         ("POST", "/tokenize"),
-        ("GET", "/metrics"),
         ("POST", "/v1/load_lora_adapter"),
         ("GET", "/version"),
     ],
@@ -132,3 +131,11 @@ def test_sse_arrives_incrementally(served: Served) -> None:
                 arrivals.append(time.monotonic())
     assert len(arrivals) > 10
     assert arrivals[-1] - arrivals[0] > 0.2, "the stream arrived as one late blob"
+
+
+def test_metrics_are_the_gateways_own(served: Served) -> None:
+    httpx.get(served.url + "/api/tags")
+    text = httpx.get(served.url + "/metrics").text
+    assert 'vllama_engine_state{state="ready"} 1.0' in text
+    assert 'vllama_http_requests_total{path="/api/tags",status="200"}' in text
+    assert "vllm:" not in text  # the engine's own metrics stay behind the gateway

@@ -85,7 +85,7 @@ def create_app(gateway: Gateway, *, access_log: bool = True) -> Starlette:
     app = Starlette(
         routes=[*ops.routes, *ollama.routes, *models.routes, *openai.routes],
         middleware=[
-            Middleware(RequestIdMiddleware, access_log=access_log),
+            Middleware(RequestIdMiddleware, metrics=gateway.metrics, access_log=access_log),
             Middleware(FastPath, endpoint=openai.relay, paths=openai.Relay.paths),
         ],
         exception_handlers={

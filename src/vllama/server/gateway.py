@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from vllama.engine.handle import EngineHandle
 from vllama.errors import EngineUnavailable
+from vllama.metrics import Metrics
 from vllama.models.catalog import Catalog
 from vllama.settings import Settings
 from vllama.upstream.client import Upstream
@@ -53,6 +54,10 @@ class Gateway:
     keep_alive: KeepAlive
     device: str = "cpu"
     started_at: float = field(default_factory=time.time)
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.engine)
 
     def engine_url(self, path: str) -> str:
         return self.engine.base_url + path

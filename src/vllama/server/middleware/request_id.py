@@ -1,4 +1,4 @@
-"""Request ids and the access log, as pure ASGI middleware.
+"""Request ids, the access log and request metrics, as pure ASGI middleware.
 
 Pure ASGI (no BaseHTTPMiddleware) so that streams pass through untouched:
 this only looks at the ``http.response.start`` message and never at the body.
@@ -15,6 +15,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vllama.metrics import Metrics
+
 log = logging.getLogger("vllama.access")
 
 _MAX_ID = 128
@@ -30,8 +32,11 @@ def _incoming_id(scope: Scope) -> str | None:
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics | None = None, access_log: bool = True
+    ) -> None:
         self.app = app
+        self.metrics = metrics
         self.access_log = access_log
         # A random per-process prefix and a counter: unique across replicas
         # and restarts without a urandom syscall on every request.
@@ -58,6 +63,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe(scope["path"], status, elapsed)
             if self.access_log and log.isEnabledFor(logging.INFO):
                 log.info(
                     '%s "%s %s" %d %.1fms',
@@ -65,6 +73,6 @@ class RequestIdMiddleware:
                     scope["method"],
                     scope["path"],
                     status,
-                    (time.perf_counter() - started) * 1000,
+                    elapsed * 1000,
                     extra={"request_id": request_id, "status": status},
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -37,9 +38,16 @@ async def ready(request: Request) -> Response:
     )
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of the gateway's own registry."""
+    registry = gateway_of(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
 routes = [
     Route("/", root, methods=["GET", "HEAD"]),
     Route("/api/version", version, methods=["GET", "HEAD"]),
     Route("/health", health, methods=["GET", "HEAD"]),
     Route("/ready", ready, methods=["GET", "HEAD"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]

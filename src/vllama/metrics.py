@@ -1,0 +1,88 @@
+"""Prometheus instruments, one registry per app (no module-level state).
+
+Engine figures are read when scraped (a collector), so the hot path pays
+nothing for them; per-request figures are two label lookups and an add,
+done by the access middleware when a response ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from vllama.engine.handle import EngineHandle
+
+ENGINE_STATES = ("stopped", "starting", "ready", "restarting", "stopping", "failed", "attached")
+
+#: Paths reported as themselves; anything else is "other", so a scanner
+#: probing random URLs cannot blow up the label set.
+KNOWN_PATHS = frozenset(
+    {
+        "/",
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+        "/api/tags",
+        "/api/show",
+        "/api/ps",
+        "/api/version",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/health",
+        "/ready",
+        "/metrics",
+    }
+)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: EngineHandle) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "vllama_engine_state", "1 for the engine's current state", labels=["state"]
+        )
+        for name in ENGINE_STATES:
+            state.add_metric([name], 1.0 if self.engine.state == name else 0.0)
+        yield state
+        yield GaugeMetricFamily(
+            "vllama_engine_ready",
+            "1 when model routes can be served",
+            value=1.0 if self.engine.is_ready else 0.0,
+        )
+        yield CounterMetricFamily(
+            "vllama_engine_restarts",
+            "Engine restarts after a crash",
+            value=float(getattr(self.engine, "restarts", 0)),
+        )
+
+
+class Metrics:
+    def __init__(self, engine: EngineHandle) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_EngineCollector(engine))
+        self.requests = Counter(
+            "vllama_http_requests",
+            "HTTP requests answered, by path and status",
+            ["path", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "vllama_http_request_duration_seconds",
+            "Time from request to the end of the response (whole stream included)",
+            ["path"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
+        )
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        label = path if path in KNOWN_PATHS else "other"
+        self.requests.labels(label, str(status)).inc()
+        self.duration.labels(label).observe(seconds)
