@@ -26,6 +26,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 VLLAMA = ROOT / ".venv" / "bin" / "vllama"
 FAKE_ENGINE = ROOT / "tests" / "fakes" / "fake_engine.py"
+#: Stands in for an engine environment's python: runs the fake engine.
+FAKE_PYTHON = ROOT / "tests" / "fakes" / "vllm-python"
 
 
 def engine_python() -> Path:
@@ -147,3 +149,20 @@ def fake_engine(port: int, *flags: str, api_key: str = "engine-key", model: str 
 def vllama_serve(port: int, home: Path, *args: str, env: dict[str, str] | None = None) -> Proc:
     argv = [str(VLLAMA), "serve", "--port", str(port), "--home", str(home), *args]
     return Proc(argv, env={"VLLAMA_LOG_FORMAT": "json", **(env or {})}).start()
+
+
+def managed_fake(home: Path, flags: str = "", **env: str) -> tuple[Proc, str]:
+    """`vllama serve` managing the fake engine (fault ``flags``), up and answering."""
+    port = free_port()
+    proc = vllama_serve(
+        port,
+        home,
+        "--engine-python",
+        str(FAKE_PYTHON),
+        "--model",
+        "fake",
+        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health", timeout=30, proc=proc.popen)
+    return proc, url

@@ -7,6 +7,7 @@ done by the access middleware when a response ends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram

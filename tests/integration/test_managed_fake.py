@@ -13,26 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import ROOT, Proc, alive, free_port, vllama_serve, wait_http
+from tests.procs import FAKE_PYTHON, Proc, alive, free_port, managed_fake, vllama_serve, wait_http
 
-FAKE_PYTHON = ROOT / "tests" / "fakes" / "vllm-python"
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def start(home: Path, flags: str = "", **env: str) -> tuple[Proc, str]:
-    port = free_port()
-    proc = vllama_serve(
-        port,
-        home,
-        "--engine-python",
-        str(FAKE_PYTHON),
-        "--model",
-        "fake",
-        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags, **env},
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", timeout=30, proc=proc.popen)
-    return proc, url
 
 
 @pytest.fixture
@@ -47,7 +30,7 @@ def procs() -> Iterator[list[Proc]]:
 def test_answers_at_once_and_503_until_the_engine_is_ready(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
-    proc, url = start(tmp_path, "--start-delay 3")
+    proc, url = managed_fake(tmp_path, "--start-delay 3")
     procs.append(proc)
     assert httpx.get(url + "/").text == "Ollama is running"
     ollama_503 = httpx.post(url + "/api/chat", json=CHAT)
@@ -88,7 +71,9 @@ def test_engine_that_dies_at_start_fails_fast_with_its_last_words(tmp_path: Path
 def test_sigterm_stops_engine_group_even_if_it_ignores_sigterm(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
-    proc, url = start(tmp_path, "--ignore-sigterm --spawn-child", VLLAMA_ENGINE_STOP_GRACE="1")
+    proc, url = managed_fake(
+        tmp_path, "--ignore-sigterm --spawn-child", VLLAMA_ENGINE_STOP_GRACE="1"
+    )
     procs.append(proc)
     wait_http(url + "/ready", timeout=30, proc=proc.popen)
     tree = proc.tree()
@@ -103,7 +88,7 @@ def test_sigterm_stops_engine_group_even_if_it_ignores_sigterm(
 
 
 def test_engine_error_mid_stream_is_an_in_band_line(tmp_path: Path, procs: list[Proc]) -> None:
-    proc, url = start(tmp_path, "--error-mid-stream 3")
+    proc, url = managed_fake(tmp_path, "--error-mid-stream 3")
     procs.append(proc)
     wait_http(url + "/ready", timeout=30, proc=proc.popen)
     response = httpx.post(url + "/api/chat", json=CHAT, timeout=30)
@@ -118,7 +103,7 @@ def test_engine_error_mid_stream_is_an_in_band_line(tmp_path: Path, procs: list[
 
 
 def test_stalled_engine_is_cut_off_with_a_clear_error(tmp_path: Path, procs: list[Proc]) -> None:
-    proc, url = start(
+    proc, url = managed_fake(
         tmp_path, "--stall-before-first-byte 30", VLLAMA_UPSTREAM_FIRST_BYTE_TIMEOUT="1"
     )
     procs.append(proc)
@@ -141,7 +126,7 @@ def _running(engine_url: str) -> float:
 
 
 def test_client_disconnect_cancels_the_engine_request(tmp_path: Path, procs: list[Proc]) -> None:
-    proc, url = start(tmp_path, "--token-delay 0.05")
+    proc, url = managed_fake(tmp_path, "--token-delay 0.05")
     procs.append(proc)
     wait_http(url + "/ready", timeout=30, proc=proc.popen)
     found = proc.find(r"\(engine (http://127\.0\.0\.1:\d+)\)")
