@@ -134,6 +134,22 @@ async def read_body(request: web.Request, fake: Fake) -> dict[str, Any] | web.Re
     return body
 
 
+def check_limits(body: dict[str, Any], prompt: int, max_model_len: int) -> str | None:
+    """vLLM's own checks on the token budget, with its wording."""
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        return f"max_tokens must be at least 1, got {limit}."
+    if prompt + limit > max_model_len:
+        return (
+            f"This model's maximum context length is {max_model_len} tokens. However, you "
+            f"requested {prompt + limit} tokens ({prompt} in the messages, {limit} in the "
+            "completion). Please reduce the length of the messages or completion."
+        )
+    return None
+
+
 async def generate(request: web.Request, chat: bool) -> web.StreamResponse:
     fake: Fake = request.app["fake"]
     body = await read_body(request, fake)
@@ -142,6 +158,9 @@ async def generate(request: web.Request, chat: bool) -> web.StreamResponse:
     if chat and not isinstance(body.get("messages"), list):
         return error(400, "messages: Field required", "BadRequestError", "messages")
     prompt = count_words(body.get("messages") if chat else body.get("prompt"))
+    problem = check_limits(body, prompt, fake.args.max_model_len)
+    if problem is not None:
+        return error(400, problem, "BadRequestError")
     tokens, finish = fake.tokens(body, chat)
     base = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",

@@ -10,6 +10,7 @@ from starlette.routing import Route
 from vllama import __version__
 from vllama.protocol.ollama import OLLAMA_VERSION
 from vllama.server.gateway import gateway_of
+from vllama.server.openapi import openapi_document
 
 
 async def root(request: Request) -> Response:
@@ -44,10 +45,16 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+async def openapi(request: Request) -> Response:
+    names = [model.name for model in gateway_of(request).catalog.all()]
+    return JSONResponse(openapi_document(names))
+
+
 routes = [
     Route("/", root, methods=["GET", "HEAD"]),
     Route("/api/version", version, methods=["GET", "HEAD"]),
     Route("/health", health, methods=["GET", "HEAD"]),
     Route("/ready", ready, methods=["GET", "HEAD"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
