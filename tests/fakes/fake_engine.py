@@ -136,6 +136,11 @@ async def read_body(request: web.Request, fake: Fake) -> dict[str, Any] | web.Re
 
 def check_limits(body: dict[str, Any], prompt: int, max_model_len: int) -> str | None:
     """vLLM's own checks on the token budget, with its wording."""
+    if prompt > max_model_len:
+        return (
+            f"This model's maximum context length is {max_model_len} tokens. However, your "
+            f"request has {prompt} input tokens. Please reduce the length of the input messages."
+        )
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is None:
         return None
