@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -69,6 +69,7 @@ class Metrics:
     def __init__(self, engine: EngineHandle) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_EngineCollector(engine))
+        ProcessCollector(registry=self.registry)  # RSS, CPU, open fds of the gateway
         self.requests = Counter(
             "vllama_http_requests",
             "HTTP requests answered, by path and status",
