@@ -66,6 +66,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
 
 
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes a test starts; stopped (and their trees killed) afterwards."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop()
+        proc.kill_group()
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("vllama-home")

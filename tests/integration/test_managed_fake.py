@@ -7,24 +7,13 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.procs import FAKE_PYTHON, Proc, alive, free_port, managed_fake, vllama_serve, wait_http
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
-        proc.kill_group()
 
 
 def test_answers_at_once_and_503_until_the_engine_is_ready(

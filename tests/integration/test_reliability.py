@@ -8,7 +8,6 @@ import json
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,15 +19,6 @@ from tests.procs import Proc, managed_fake, wait_http
 pytestmark = pytest.mark.slow
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
-        proc.kill_group()
 
 
 def _engine_url(proc: Proc) -> str:

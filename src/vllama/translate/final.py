@@ -124,17 +124,12 @@ def final_object(
 ) -> dict[str, Any]:
     """The ``done: true`` object, in Ollama's field order."""
     out: dict[str, Any] = {"model": model, "created_at": created_at}
+    out.update(output_fields(kind, content, thinking, tool_calls))
     reason = done_reason(finish_reason)
     if kind == "chat":
-        out["message"] = message(content, thinking, tool_calls)
         out["done_reason"] = reason
         out["done"] = True
     else:
-        out["response"] = content
-        if thinking:
-            out["thinking"] = thinking
-        if tool_calls:
-            out["tool_calls"] = tool_calls
         out["done"] = True
         out["done_reason"] = reason
     usage = usage if isinstance(usage, dict) else {}
@@ -149,6 +144,23 @@ def final_object(
     out["eval_duration"] = durations["eval_duration"]
     if logprobs:
         out["logprobs"] = logprobs
+    return out
+
+
+def output_fields(
+    kind: Kind,
+    content: str,
+    thinking: str = "",
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What a chat (``message``) or generate (``response`` ...) object carries."""
+    if kind == "chat":
+        return {"message": message(content, thinking, tool_calls)}
+    out: dict[str, Any] = {"response": content}
+    if thinking:
+        out["thinking"] = thinking
+    if tool_calls:
+        out["tool_calls"] = tool_calls
     return out
 
 

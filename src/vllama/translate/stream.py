@@ -18,8 +18,8 @@ from vllama.translate.final import (
     chat_logprobs,
     completion_logprobs,
     final_object,
-    message,
     ollama_tool_call,
+    output_fields,
 )
 
 
@@ -117,14 +117,7 @@ class OllamaStream:
         logprobs: list[dict[str, Any]] | None,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self._model, "created_at": created_at}
-        if self._kind == "chat":
-            out["message"] = message(content, thinking, tool_calls)
-        else:
-            out["response"] = content
-            if thinking:
-                out["thinking"] = thinking
-            if tool_calls:
-                out["tool_calls"] = tool_calls
+        out.update(output_fields(self._kind, content, thinking, tool_calls))
         out["done"] = False
         if logprobs:
             out["logprobs"] = logprobs
@@ -145,15 +138,8 @@ def merge_stream(kind: Kind, pieces: list[dict[str, Any]], final: dict[str, Any]
     calls += final.get("message", final).get("tool_calls", [])
     logprobs = [lp for p in pieces for lp in p.get("logprobs", [])]
     merged = dict(final)
-    if kind == "chat":
-        merged["message"] = message(text, thinking, calls or None)
-    else:
-        merged["response"] = text
-        merged.pop("tool_calls", None)
-        if thinking:
-            merged["thinking"] = thinking
-        if calls:
-            merged["tool_calls"] = calls
+    merged.pop("tool_calls", None)
+    merged.update(output_fields(kind, text, thinking, calls or None))
     if logprobs:
         merged["logprobs"] = logprobs
     return merged
