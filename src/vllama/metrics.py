@@ -63,6 +63,18 @@ class _EngineCollector(Collector):
             "Engine restarts after a crash",
             value=float(getattr(self.engine, "restarts", 0)),
         )
+        yield GaugeMetricFamily(
+            "vllama_asyncio_tasks",
+            "Tasks alive in the gateway's event loop (leak watch)",
+            value=float(_task_count()),
+        )
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the loop (tests, other threads)
+        return 0
 
 
 class Metrics:

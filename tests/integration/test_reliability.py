@@ -115,7 +115,10 @@ def test_disconnect_storm_leaves_nothing_behind(tmp_path: Path, procs: list[Proc
     asyncio.run(run(100))  # warm up: pools, caches, lazily created objects
     time.sleep(1)
     baseline_rss = gateway.memory_info().rss
-    baseline_tasks = _gauge(httpx.get(url + "/metrics").text, "vllama_asyncio_tasks")
+    before = httpx.get(url + "/metrics").text
+    assert "vllama_asyncio_tasks " in before
+    baseline_tasks = _gauge(before, "vllama_asyncio_tasks")
+    assert baseline_tasks > 0
     asyncio.run(run(1000))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
