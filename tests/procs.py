@@ -103,6 +103,15 @@ class Proc:
     def find(self, pattern: str) -> re.Match[str] | None:
         return re.search(pattern, self.output)
 
+    def engine_url(self, timeout: float = 5) -> str:
+        """The managed engine's address, from the gateway's ready line (logged
+        just after /ready turns 200, so wait for it a little)."""
+        deadline = time.monotonic() + timeout
+        while (found := self.find(r"\(engine (http://127\.0\.0\.1:\d+)\)")) is None:
+            assert time.monotonic() < deadline, self.output
+            time.sleep(0.05)
+        return found.group(1)
+
     def tree(self) -> list[psutil.Process]:
         """This process and all it spawned (the engine runs in a session of its
         own, so descent, not the session id, is what finds it)."""

@@ -9,13 +9,25 @@ deep inside a request.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import shlex
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from vllama.routing.config import BackendConfig, ModelRouting, check_backends
 
 DEFAULT_PORT = 11434
 DEFAULT_MODEL = "smollm2:135m"
@@ -103,6 +115,14 @@ class Settings(BaseModel):
     engine_stop_grace: float = Field(10.0, ge=0, description="SIGTERM to SIGKILL, seconds.")
     restart_backoff: float = Field(1.0, gt=0, description="First restart delay, doubling.")
     restart_backoff_max: float = Field(30.0, gt=0)
+    model_switch: Literal["restart", "off"] = Field(
+        "restart",
+        description="A request for a model on disk that the engine does not serve: restart the"
+        " managed engine with it, or refuse it (off).",
+    )
+    model_load_wait: float = Field(
+        60.0, ge=0, description="Seconds a request waits for its model to load, then 503."
+    )
 
     # -- upstream HTTP -------------------------------------------------------
     upstream_connect_timeout: float = Field(5.0, gt=0)
@@ -114,6 +134,85 @@ class Settings(BaseModel):
     keep_alive: str = Field("5m", description="Default keep_alive (OLLAMA_KEEP_ALIVE).")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
+    # -- auth, limits, usage (docs/AUTH.md) -----------------------------------
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys required: auto = when binding beyond loopback."
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="Secret for /admin/* (16+ characters); no admin API without it."
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Keys and usage: default SQLite `vllama.db` in home; `sqlite:///path`;"
+            " `postgresql://user:pw@host/db` to share them between replicas."
+        ),
+    )
+    auth_refresh_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between key-table reloads (CLI/other replicas' changes apply within).",
+    )
+    usage_flush_interval: float = Field(
+        2.0, gt=0, description="Seconds between batched usage writes."
+    )
+    metrics_open: bool = Field(
+        False, description="Serve /metrics without a key when auth is required."
+    )
+    trusted_front_header: str | None = Field(
+        None, description="Header in which a trusted front passes its user (e.g. x-vllama-user)."
+    )
+    trusted_front_secret: SecretStr | None = Field(
+        None, description="Secret a trusted front sends in X-Vllama-Front-Secret."
+    )
+    trusted_front_addresses: list[str] = Field(
+        default_factory=list,
+        description="Addresses/networks whose identity header is trusted without the secret.",
+    )
+    front_rpm: int | None = Field(None, ge=1, description="Requests/minute per front user.")
+    front_tpm: int | None = Field(None, ge=1, description="Tokens/minute per front user.")
+    front_max_concurrency: int | None = Field(
+        None, ge=1, description="Concurrent requests per front user."
+    )
+    max_messages: int | None = Field(None, ge=1, description="Most messages in one chat request.")
+    max_tokens_limit: int | None = Field(
+        None, ge=1, description="Highest max_tokens / num_predict a request may ask for."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="CORS origins allowed besides local ones (OLLAMA_ORIGINS); globs, `*` = any.",
+    )
+
+    # -- routing over several backends (docs/SCALING.md) -----------------------
+    backends: list[BackendConfig] = Field(
+        default_factory=list,
+        description="More engines besides the managed/attached one (`[[backends]]` tables).",
+    )
+    model_routing: dict[str, ModelRouting] = Field(
+        default_factory=dict,
+        description='Per-model affinity and queue (`[model_routing."NAME"]`, `"*"` = default).',
+    )
+    health_interval: float = Field(
+        5.0, gt=0, description="Seconds between active health checks of the backends."
+    )
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failures that open a backend's circuit breaker."
+    )
+    breaker_cooldown: float = Field(
+        10.0, gt=0, description="Seconds an open breaker waits before a probe request."
+    )
+
+    @field_validator("backends", "model_routing", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value  # from the environment
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, value: list[BackendConfig]) -> list[BackendConfig]:
+        check_backends(value)
+        return value
+
     @field_validator("engine_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -123,10 +222,37 @@ class Settings(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/").removesuffix("/v1")
 
+    @field_validator("admin_key", "trusted_front_secret")
+    @classmethod
+    def _strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("trusted_front_addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names it
+        return value
+
+    @field_validator("trusted_front_header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        return value.strip().lower() or None if value is not None else None
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.restart_backoff_max < self.restart_backoff:
             raise ValueError("restart_backoff_max must be >= restart_backoff")
+        if self.trusted_front_header and not (
+            self.trusted_front_secret or self.trusted_front_addresses
+        ):
+            raise ValueError(
+                "trusted_front_header needs trusted_front_secret or trusted_front_addresses"
+            )
         return self
 
     # -- derived paths -------------------------------------------------------
@@ -186,6 +312,8 @@ def load_settings(
             raise SettingsError(f"OLLAMA_HOST={env['OLLAMA_HOST']!r}: {exc}") from exc
     if env.get("OLLAMA_KEEP_ALIVE"):
         values["keep_alive"] = env["OLLAMA_KEEP_ALIVE"]
+    if env.get("OLLAMA_ORIGINS"):
+        values["cors_origins"] = [o.strip() for o in env["OLLAMA_ORIGINS"].split(",") if o.strip()]
     values.update(_from_environ(env))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:

@@ -40,6 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
     p.add_argument("--model", "--served-model-name", dest="model", default="fake-model")
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--lora-modules", nargs="*", default=[], help="NAME=PATH: served names too")
     p.add_argument("--start-delay", type=float, default=0.0, help="/health 503 until then")
     p.add_argument("--token-delay", type=float, default=0.0)
     p.add_argument("--crash-after", type=float, help="os._exit(1) S seconds after ready")
@@ -128,7 +129,8 @@ async def read_body(request: web.Request, fake: Fake) -> dict[str, Any] | web.Re
     if not isinstance(body, dict):
         return error(400, "Request body must be an object", "BadRequestError")
     model = body.get("model")
-    if model and model != fake.args.model:
+    loras = [m.split("=", 1)[0] for m in fake.args.lora_modules]
+    if model and model != fake.args.model and model not in loras:
         message = f"The model `{model}` does not exist. Valid aliases: {fake.args.model}."
         return error(404, message, "NotFoundError", "model")
     return body
@@ -349,7 +351,10 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(make_app(fake), handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
+    loras = " ".join(args.lora_modules)
     print(f"INFO fake engine on http://{args.host}:{args.port} model={args.model}", flush=True)
+    if loras:
+        print(f"INFO LoRA modules: {loras}", flush=True)
     marker = args.crash_marker
     if args.crash_after is not None and not (marker and os.path.exists(marker)):
         await asyncio.sleep(max(0.0, fake.ready_at - time.monotonic()) + args.crash_after)

@@ -118,9 +118,7 @@ def test_client_disconnect_cancels_the_engine_request(tmp_path: Path, procs: lis
     proc, url = managed_fake(tmp_path, "--token-delay 0.05")
     procs.append(proc)
     wait_http(url + "/ready", timeout=30, proc=proc.popen)
-    found = proc.find(r"\(engine (http://127\.0\.0\.1:\d+)\)")
-    assert found is not None
-    engine_url = found.group(1)
+    engine_url = proc.engine_url()
     body = {**CHAT, "options": {"num_predict": 500}}
     for path, payload in (
         ("/api/chat", body),

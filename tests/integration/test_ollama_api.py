@@ -145,7 +145,7 @@ def test_errors_in_ollama_shape(served: Served) -> None:
     embed = httpx.post(url + "/api/embed", json={"model": MODEL, "input": "x"})
     assert embed.status_code == 400
     assert "does not support embedding" in embed.json()["error"]
-    missing = httpx.post(url + "/api/pull", json={"model": MODEL})
+    missing = httpx.post(url + "/api/push", json={"model": MODEL})  # no network in tests
     assert missing.headers["content-type"].startswith("application/json")
     assert "error" in missing.json()
 

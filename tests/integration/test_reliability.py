@@ -21,15 +21,6 @@ pytestmark = pytest.mark.slow
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _engine_url(proc: Proc) -> str:
-    """The engine's address, from the gateway's ready line (logged just after ready)."""
-    deadline = time.monotonic() + 5
-    while (found := proc.find(r"\(engine (http://127\.0\.0\.1:\d+)\)")) is None:
-        assert time.monotonic() < deadline, proc.output
-        time.sleep(0.05)
-    return found.group(1)
-
-
 def _gauge(text: str, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -83,7 +74,7 @@ def test_disconnect_storm_leaves_nothing_behind(tmp_path: Path, procs: list[Proc
     proc, url = managed_fake(tmp_path, "--token-delay 0.002")
     procs.append(proc)
     wait_http(url + "/ready", timeout=30, proc=proc.popen)
-    engine = _engine_url(proc)
+    engine = proc.engine_url()
     assert proc.popen is not None
     gateway = psutil.Process(proc.popen.pid)
     rng = random.Random(7)

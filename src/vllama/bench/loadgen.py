@@ -1,8 +1,11 @@
-"""A closed-loop load generator for the Ollama and OpenAI chat APIs.
+"""A load generator for the Ollama and OpenAI chat APIs.
 
-``concurrency`` workers share one aiohttp session (no connection limit); each
-sends its next request as soon as its previous one ends (closed loop) until
-``requests`` have been sent or ``duration`` has passed. Per request it records
+Closed loop (the default): ``concurrency`` workers share one aiohttp session
+(no connection limit); each sends its next request as soon as its previous one
+ends, until ``requests`` have been sent or ``duration`` has passed. Fixed rate
+(``rate`` requests/s, open loop): requests start on a fixed schedule whatever
+the answers do, with at most ``concurrency`` in flight (a request due while all
+are busy waits, and the level then falls behind its schedule). Per request it records
 the start, the time to the first content-bearing event (NDJSON line or SSE
 event with non-empty ``content``), the gaps between content-bearing events, the
 end, the output tokens *as the target reports them* (Ollama ``eval_count``,
@@ -18,13 +21,14 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import aiohttp
 import orjson
 
+from vllama.bench.prompts import Message, as_messages
 from vllama.protocol.sse import DONE, SSEDecoder
 
 Dialect = Literal["ollama", "openai"]
@@ -41,6 +45,12 @@ class Target:
     stream: bool
     api_key: str | None
     model: str
+    #: send vLLM's ``ignore_eos`` so every answer has ``max_tokens`` tokens (OpenAI dialect
+    #: only: Ollama's API has no such option)
+    ignore_eos: bool = True
+    #: what is known of the target's set-up (quantization, engine flags,
+    #: ``OLLAMA_NUM_PARALLEL``, ...), recorded with the results
+    info: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def endpoint(self) -> str:
@@ -58,6 +68,7 @@ class Sample:
     gaps: list[float]  #: between consecutive content-bearing events
     output_tokens: int | None  #: the target's own count
     error: str | None = None
+    reconnects: int = 0  #: times sent again after a stale keep-alive connection
 
     @property
     def latency(self) -> float:
@@ -72,6 +83,7 @@ class LevelResult:
     max_tokens: int
     wall: float  #: seconds the level took, first start to last end
     samples: list[Sample] = field(default_factory=list)
+    rate: float | None = None  #: requests/s scheduled (fixed rate); None for closed loop
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ class Recorder:
         self.gaps: list[float] = []
         self.tokens: int | None = None
         self.error: str | None = None
+        self.reconnects = 0
         self._sse = SSEDecoder()
         self._buffer = b""
         self._arrived = start  # when the last bytes came
@@ -194,14 +207,18 @@ class Recorder:
             gaps=self.gaps,
             output_tokens=self.tokens,
             error=self.error,
+            reconnects=self.reconnects,
         )
 
 
-def request_body(target: Target, prompt: str, max_tokens: int) -> dict[str, Any]:
+def request_body(
+    target: Target, prompt: str | Sequence[Message], max_tokens: int
+) -> dict[str, Any]:
     """Temperature 0; ``ignore_eos`` where the dialect allows it (vLLM's OpenAI
-    extension). Ollama has no such option: ``num_predict`` caps the answer and
-    the prompt must ask for a long one; the report shows the real ``eval_count``."""
-    messages = [{"role": "user", "content": prompt}]
+    extension, also honoured by llama.cpp's server) unless the target opts out.
+    Ollama has no such option: ``num_predict`` caps the answer and the prompt must
+    ask for a long one; the report shows the real ``eval_count``."""
+    messages = as_messages(prompt)
     if target.dialect == "ollama":
         options = {"temperature": 0, "num_predict": max_tokens}
         return {"model": target.model, "messages": messages, "stream": target.stream,
@@ -212,8 +229,9 @@ def request_body(target: Target, prompt: str, max_tokens: int) -> dict[str, Any]
         "stream": target.stream,
         "max_tokens": max_tokens,
         "temperature": 0,
-        "ignore_eos": True,
     }
+    if target.ignore_eos:
+        body["ignore_eos"] = True
     if target.stream:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -227,22 +245,39 @@ def new_session() -> aiohttp.ClientSession:
     )
 
 
+# A pooled keep-alive connection the server had already closed fails like this
+# before any answer (llama.cpp's server closes after each streamed response).
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+ATTEMPTS = 3
+
+
 async def _one(
     session: aiohttp.ClientSession, target: Target, body: bytes, headers: dict[str, str]
 ) -> Recorder:
+    """One request. Sent again (on a new connection, same start time) only when
+    the connection failed before any answer, at most ``ATTEMPTS`` times in all."""
     rec = Recorder(target.dialect, time.perf_counter())
-    try:
-        async with session.post(target.endpoint, data=body, headers=headers) as resp:
-            if resp.status != 200:
-                text = (await resp.read())[:200].decode(errors="replace")
-                rec.fail(f"HTTP {resp.status}: {text}")
-            elif target.stream:
-                async for data in resp.content.iter_any():
-                    rec.feed(time.perf_counter(), data)
-            else:
-                rec.feed_body(await resp.read())
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        rec.fail(f"{type(exc).__name__}: {exc}")
+    for attempt in range(1, ATTEMPTS + 1):
+        answered = False
+        try:
+            async with session.post(target.endpoint, data=body, headers=headers) as resp:
+                answered = True
+                if resp.status != 200:
+                    text = (await resp.read())[:200].decode(errors="replace")
+                    rec.fail(f"HTTP {resp.status}: {text}")
+                elif target.stream:
+                    async for data in resp.content.iter_any():
+                        rec.feed(time.perf_counter(), data)
+                else:
+                    rec.feed_body(await resp.read())
+        except _STALE as exc:
+            if not answered and attempt < ATTEMPTS:
+                rec.reconnects += 1
+                continue
+            rec.fail(f"{type(exc).__name__}: {exc}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            rec.fail(f"{type(exc).__name__}: {exc}")
+        return rec
     return rec
 
 
@@ -250,38 +285,73 @@ async def run_level(
     target: Target,
     concurrency: int,
     requests: int,
-    prompt_set: Sequence[str],
+    prompt_set: Sequence[str | Sequence[Message]],
     max_tokens: int,
     *,
     duration: float | None = None,
+    rate: float | None = None,
     session: aiohttp.ClientSession | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
 ) -> LevelResult:
-    """Send ``requests`` requests (or as many as fit in ``duration`` seconds)
-    from ``concurrency`` closed-loop workers; prompts are used round-robin."""
+    """Send ``requests`` requests (or as many as start within ``duration``
+    seconds), closed loop from ``concurrency`` workers or, with ``rate``, on a
+    fixed schedule with at most ``concurrency`` in flight; prompts are used
+    round-robin. ``on_sample`` sees each sample as it completes."""
     if concurrency < 1 or not prompt_set:
         raise ValueError("need concurrency >= 1 and at least one prompt")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
     bodies = [orjson.dumps(request_body(target, p, max_tokens)) for p in prompt_set]
     headers = {"content-type": "application/json"}
     if target.api_key:
         headers["authorization"] = f"Bearer {target.api_key}"
-    counter = itertools.count()
     samples: list[Sample] = []
     origin = time.perf_counter()
     deadline = origin + duration if duration else math.inf
 
-    async def worker(http: aiohttp.ClientSession) -> None:
-        while (i := next(counter)) < requests and time.perf_counter() < deadline:
-            rec = await _one(http, target, bodies[i % len(bodies)], headers)
-            samples.append(rec.finish(time.perf_counter(), origin))
+    async def send(http: aiohttp.ClientSession, i: int) -> None:
+        rec = await _one(http, target, bodies[i % len(bodies)], headers)
+        sample = rec.finish(time.perf_counter(), origin)
+        samples.append(sample)
+        if on_sample is not None:
+            on_sample(sample)
+
+    async def closed_loop(http: aiohttp.ClientSession) -> None:
+        counter = itertools.count()
+
+        async def worker() -> None:
+            while (i := next(counter)) < requests and time.perf_counter() < deadline:
+                await send(http, i)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def fixed_rate(http: aiohttp.ClientSession, per_second: float) -> None:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            try:
+                await send(http, i)
+            finally:
+                slots.release()
+
+        tasks = []
+        for i in range(requests):
+            await asyncio.sleep(max(0.0, origin + i / per_second - time.perf_counter()))
+            await slots.acquire()
+            if time.perf_counter() >= deadline:
+                slots.release()
+                break
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
 
     http = session or new_session()
     try:
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+        await (closed_loop(http) if rate is None else fixed_rate(http, rate))
     finally:
         if session is None:
             await http.close()
     wall = time.perf_counter() - origin
-    return LevelResult(target, concurrency, requests, max_tokens, wall, samples)
+    return LevelResult(target, concurrency, requests, max_tokens, wall, samples, rate)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

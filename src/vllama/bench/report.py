@@ -3,7 +3,8 @@
 A :class:`Table` is rows of plain values (seconds, ratios, counts) plus
 columns that say how to show them, so the same rows print on the console, go
 into the Markdown file, and are kept raw in the JSON dump next to every sample
-and the settings of the run.
+and the settings of the run; :mod:`vllama.bench.plots` draws PNGs from the
+same rows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from vllama.bench.stats import Summary, difference, ratio
+from vllama.bench.stats import Summary, median, round_differences, round_ratios
 
 Kind = Literal["text", "int", "f1", "ms", "+ms", "x"]
 
@@ -55,6 +56,9 @@ _KNOWN = [
     Column("added_ttft", "added TTFT ms", "+ms"),
     Column("gateway_cpu", "gateway CPU ms/req", "ms"),
     Column("engine_cpu", "engine CPU ms/req", "ms"),
+    Column("sent", "sent", "int"),
+    Column("max_tokens", "tok asked", "int"),
+    Column("tokens_off", "tok≠asked", "int"),
     Column("errors", "errors", "int"),
 ]
 KNOWN_COLUMNS = {c.key: c for c in _KNOWN}
@@ -109,24 +113,43 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+# row key -> (Summary field, per-round ratio or difference) against the baseline
+_COMPARED = {
+    "req_ratio": ("req_per_s", round_ratios),
+    "tok_ratio": ("tokens_per_s", round_ratios),
+    "added_p50": ("latency_p50", round_differences),
+    "added_p99": ("latency_p99", round_differences),
+    "added_ttft": ("ttft_p50", round_differences),
+}
+
+
 def comparison_rows(
     levels: Mapping[int, Sequence[tuple[Summary, Mapping[str, Any]]]],
+    rounds: Mapping[int, Sequence[Sequence[Summary]]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per target and level: its figures, its ``extra`` values (CPU
     time, ...) and, against the level's first target (the baseline), the ratios
-    ``req_ratio``/``tok_ratio`` and the added ``added_p50``/``added_p99``/``added_ttft``."""
+    ``req_ratio``/``tok_ratio`` and the added ``added_p50``/``added_p99``/``added_ttft``.
+
+    With ``rounds`` (per level, each target's summaries in round order, targets
+    in the order of ``levels``) each comparison is the median of the per-round
+    ones, which are kept too (``tok_ratio_rounds``, ...); without, it compares
+    the medians."""
     rows: list[dict[str, Any]] = []
     for concurrency, entries in levels.items():
         base = entries[0][0]
+        per_target = rounds[concurrency] if rounds is not None else None
         for i, (summary, extra) in enumerate(entries):
             row: dict[str, Any] = {**asdict(summary), **extra, "concurrency": concurrency}
-            if i > 0:
-                row["req_ratio"] = ratio(summary.req_per_s, base.req_per_s)
-                row["tok_ratio"] = ratio(summary.tokens_per_s, base.tokens_per_s)
-                row["added_p50"] = difference(summary.latency_p50, base.latency_p50)
-                row["added_p99"] = difference(summary.latency_p99, base.latency_p99)
-                row["added_ttft"] = difference(summary.ttft_p50, base.ttft_p50)
             rows.append(row)
+            if i == 0:
+                continue
+            for key, (metric, compare) in _COMPARED.items():
+                if per_target is None:
+                    row[key] = compare([summary], [base], metric)[0]
+                else:
+                    row[f"{key}_rounds"] = compare(per_target[i], per_target[0], metric)
+                    row[key] = median(row[f"{key}_rounds"])
     return rows
 
 
@@ -141,13 +164,20 @@ def machine() -> dict[str, Any]:
 
 
 def markdown_report(
-    title: str, settings: Mapping[str, Any], tables: Sequence[Table], notes: Sequence[str]
+    title: str,
+    settings: Mapping[str, Any],
+    tables: Sequence[Table],
+    notes: Sequence[str],
+    images: Sequence[Path] = (),
 ) -> str:
+    """Title, notes, settings (folded), tables, then ``images`` (linked by file name,
+    so keep them beside the report)."""
     parts = [f"# {title}", ""]
     parts += [f"- {note}" for note in notes]
     parts += ["", "<details><summary>settings</summary>", "", "```json"]
     parts += [orjson.dumps(settings, option=orjson.OPT_INDENT_2).decode(), "```", "</details>", ""]
     parts += [markdown_table(t) for t in tables]
+    parts += [f"![{image.stem}]({image.name})\n" for image in images]
     return "\n".join(parts)
 
 
@@ -161,6 +191,52 @@ def _redacted(obj: object) -> dict[str, Any]:
     return plain
 
 
+@dataclass(frozen=True)
+class ReportFiles:
+    json: Path
+    markdown: Path
+    plots: list[Path]
+
+
+def write_report(
+    out_dir: Path,
+    mode: str,
+    *,
+    title: str,
+    settings: Mapping[str, Any],
+    tables: Sequence[Table],
+    notes: Sequence[str],
+    runs: Sequence[object],
+    plot_rows: Sequence[Mapping[str, Any]] | None = None,
+) -> ReportFiles:
+    """Write ``<mode>-<timestamp>.json`` (settings, tables, every sample of every
+    run), ``.md`` (the tables) and, given ``plot_rows`` (:func:`comparison_rows`),
+    the PNG plots beside them, linked from the Markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = out_dir / f"{mode}-{stamp}.json"
+    md_path = json_path.with_suffix(".md")
+    images: list[Path] = []
+    if plot_rows is not None:
+        from vllama.bench.plots import write_plots  # matplotlib loads in ~0.5 s: only when asked
+
+        images = write_plots(out_dir / f"{mode}-{stamp}", plot_rows, title=title)
+    record = {
+        "mode": mode,
+        "title": title,
+        "settings": settings,
+        "machine": machine(),
+        "notes": list(notes),
+        "tables": [{"title": t.title, "rows": t.rows} for t in tables],
+        "plots": [image.name for image in images],
+        "runs": list(runs),
+    }
+    options = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+    json_path.write_bytes(orjson.dumps(record, default=_redacted, option=options))
+    md_path.write_text(markdown_report(title, settings, tables, notes, images))
+    return ReportFiles(json_path, md_path, images)
+
+
 def write_results(
     out_dir: Path,
     mode: str,
@@ -169,24 +245,10 @@ def write_results(
     settings: Mapping[str, Any],
     tables: Sequence[Table],
     notes: Sequence[str],
-    runs: Sequence[Mapping[str, Any]],
+    runs: Sequence[object],
 ) -> tuple[Path, Path]:
-    """Write ``<mode>-<timestamp>.json`` (settings, tables, every sample of every
-    run) and ``.md`` (the tables) under ``out_dir``; return both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = out_dir / f"{mode}-{stamp}.json"
-    md_path = json_path.with_suffix(".md")
-    record = {
-        "mode": mode,
-        "title": title,
-        "settings": settings,
-        "machine": machine(),
-        "notes": list(notes),
-        "tables": [{"title": t.title, "rows": t.rows} for t in tables],
-        "runs": list(runs),
-    }
-    options = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-    json_path.write_bytes(orjson.dumps(record, default=_redacted, option=options))
-    md_path.write_text(markdown_report(title, settings, tables, notes))
-    return json_path, md_path
+    """:func:`write_report` without plots; returns the JSON and Markdown paths."""
+    files = write_report(
+        out_dir, mode, title=title, settings=settings, tables=tables, notes=notes, runs=runs
+    )
+    return files.json, files.markdown

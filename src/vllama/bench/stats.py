@@ -3,14 +3,20 @@
 Pure functions over :mod:`vllama.bench.loadgen`'s data; no clocks, no I/O.
 Latency, TTFT and inter-token figures are over successful requests only;
 throughput is successful requests (or their reported output tokens) per
-wall-clock second of the level.
+wall-clock second of the level. Output tokens are the target's own count,
+checked against the count asked for (``tokens_off``).
+
+Targets are measured in interleaved rounds, so a comparison is taken round by
+round (target and baseline in round 1, in round 2, ...) and then the median of
+those per-round ratios is reported: a machine that slows down between rounds
+moves both sides of each ratio alike.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 from vllama.bench.loadgen import LevelResult
@@ -68,6 +74,9 @@ class Summary:
     itl_p50: float | None
     itl_p95: float | None
     itl_p99: float | None
+    max_tokens: int = 0  #: output tokens asked for per request
+    tokens_unreported: int = 0  #: successful requests whose target reported no token count
+    tokens_off: int = 0  #: successful requests whose reported count is not ``max_tokens``
 
 
 def summarize(result: LevelResult) -> Summary:
@@ -96,6 +105,9 @@ def summarize(result: LevelResult) -> Summary:
         itl_p50=percentile(gaps, 50),
         itl_p95=percentile(gaps, 95),
         itl_p99=percentile(gaps, 99),
+        max_tokens=result.max_tokens,
+        tokens_unreported=len(ok) - len(counted),
+        tokens_off=sum(1 for n in counted if n != result.max_tokens),
     )
 
 
@@ -106,13 +118,47 @@ def median_summary(rounds: Sequence[Summary]) -> Summary:
     first = rounds[0]
     if any(r.target != first.target or r.concurrency != first.concurrency for r in rounds):
         raise ValueError("rounds of different targets or levels")
+    if any(r.max_tokens != first.max_tokens for r in rounds):
+        raise ValueError("rounds asked for different token counts")
     changes: dict[str, object] = {}
     for f in fields(Summary):
-        if f.name in ("target", "concurrency"):
+        if f.name in _SAME:
             continue
         values = [getattr(r, f.name) for r in rounds]
-        if f.name in ("sent", "ok", "errors", "wall"):
-            changes[f.name] = sum(values)
-        else:
-            changes[f.name] = median(values)
+        changes[f.name] = sum(values) if f.name in _SUMMED else median(values)
     return replace(first, **changes)  # type: ignore[arg-type]
+
+
+_SAME = ("target", "concurrency", "max_tokens")
+_SUMMED = ("sent", "ok", "errors", "wall", "tokens_unreported", "tokens_off")
+
+
+def _paired(
+    rounds: Sequence[Summary],
+    base: Sequence[Summary],
+    metric: str,
+    combine: Callable[[float | None, float | None], float | None],
+) -> list[float | None]:
+    if len(rounds) != len(base):
+        raise ValueError(f"{len(rounds)} rounds against {len(base)} of the baseline")
+    if any(r.concurrency != b.concurrency for r, b in zip(rounds, base, strict=True)):
+        raise ValueError("rounds of different levels")
+    if metric in _SAME or metric not in {f.name for f in fields(Summary)}:
+        raise ValueError(f"no figure {metric!r} in a summary")
+    return [
+        combine(getattr(r, metric), getattr(b, metric)) for r, b in zip(rounds, base, strict=True)
+    ]
+
+
+def round_ratios(
+    rounds: Sequence[Summary], base: Sequence[Summary], metric: str
+) -> list[float | None]:
+    """``metric`` of a target over the baseline's, round by round (round i with round i)."""
+    return _paired(rounds, base, metric, ratio)
+
+
+def round_differences(
+    rounds: Sequence[Summary], base: Sequence[Summary], metric: str
+) -> list[float | None]:
+    """``metric`` of a target minus the baseline's, round by round."""
+    return _paired(rounds, base, metric, difference)

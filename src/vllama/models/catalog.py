@@ -13,9 +13,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vllama.errors import ModelNotFound
+from vllama.errors import ModelNotFound, VllamaError
 from vllama.models.names import normalize
-from vllama.models.store import LocalModel
+from vllama.models.store import LocalModel, ModelStore
+
+
+class ModelNotLoaded(VllamaError):
+    """The model is in the store but no engine serves it (no load-and-switch yet)."""
+
+    status = 400
+    openai_type = "invalid_request_error"
 
 
 @dataclass(frozen=True)
@@ -32,11 +39,19 @@ class ServedModel:
 
 
 class Catalog:
-    """Name lookup; rebuilt, never mutated in place, so readers need no lock."""
+    """Name lookup; rebuilt, never mutated in place, so readers need no lock.
 
-    def __init__(self, models: list[ServedModel] | None = None) -> None:
+    With a ``store``, a name the engine does not serve but that is on disk with the
+    same weights (same digest) as a served model (a ``copy``, or a ``create`` FROM it
+    with its own SYSTEM and PARAMETERs) resolves to the served model, carrying its
+    own ``local`` entry, so its defaults apply."""
+
+    def __init__(
+        self, models: list[ServedModel] | None = None, *, store: ModelStore | None = None
+    ) -> None:
         self._models: tuple[ServedModel, ...] = ()
         self._index: dict[str, ServedModel] = {}
+        self.store = store
         self.replace(models or [])
 
     def replace(self, models: list[ServedModel]) -> None:
@@ -60,12 +75,36 @@ class Catalog:
                 found = self._index.get(normalize(name))
             except ValueError:
                 return None
+        if found is None and self.store is not None:
+            found = self._same_weights(name)
         return found
+
+    def _same_weights(self, name: str) -> ServedModel | None:
+        assert self.store is not None
+        local = self.store.get(name)
+        if local is None:
+            return None
+        for model in self._models:
+            if model.local is not None and model.local.digest == local.digest:
+                return replace(model, name=local.name, local=local)
+        return None
+
+    def on_disk_only(self, name: str) -> LocalModel | None:
+        """The stored model ``name`` when no engine can serve it (not loaded)."""
+        if self.store is None or self.find(name) is not None:
+            return None
+        return self.store.get(name)
 
     def resolve(self, name: str) -> ServedModel:
         """The model for ``name`` as typed; ModelNotFound quotes it back as typed."""
         found = self.find(name)
         if found is None:
+            if self.store is not None and self.store.get(name) is not None:
+                served = ", ".join(m.name for m in self._models) or "nothing"
+                raise ModelNotLoaded(
+                    f"model '{name}' is on disk but not loaded (the engine serves {served}); "
+                    f"start it with `vllama serve --model {name}`"
+                )
             raise ModelNotFound(name)
         return found
 

@@ -14,12 +14,14 @@ model either complete or not at all. Pure file system: no network, no torch.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
+import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,10 @@ class LocalModel:
     model_info: dict[str, Any]
     capabilities: list[str]
     template: str
+    system: str = ""  #: Modelfile SYSTEM: the default system prompt
+    parameters: dict[str, Any] = field(default_factory=dict)  #: Modelfile PARAMETER defaults
+    parent: str = ""  #: the model it was created or copied from
+    adapter_of: str = ""  #: for a LoRA adapter, the base model it applies to
 
 
 def now_rfc3339() -> str:
@@ -77,6 +83,14 @@ def compute_digest(folder: Path) -> str:
     return outer.hexdigest()
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a file into a copy of a model folder; copy it across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -94,10 +108,14 @@ def describe(folder: Path, manifest: dict[str, Any]) -> LocalModel:
         size=int(manifest["size"]),
         created_at=manifest["created_at"],
         modified_at=manifest["modified_at"],
-        details=info.details,
+        details={**info.details, "parent_model": str(manifest.get("parent", ""))},
         model_info=info.model_info,
         capabilities=info.capabilities,
         template=info.template,
+        system=str(manifest.get("system", "")),
+        parameters=dict(manifest.get("parameters") or {}),
+        parent=str(manifest.get("parent", "")),
+        adapter_of=str(manifest.get("adapter_of", "")),
     )
 
 
@@ -165,7 +183,125 @@ class ModelStore:
             raise BadRequest(f"model folder {target} could not be read after import")
         return model
 
-    def _register(self, folder: Path, target: Path, name: str, source: str) -> None:
+    def add_linked(self, files: dict[str, Path], name: str, source: str, digest: str) -> LocalModel:
+        """Register a model made of files that live elsewhere (a Hugging Face cache
+        snapshot): the store folder holds symlinks to them, so nothing is copied.
+        ``files`` maps a relative path in the folder to the file; ``digest`` is the
+        snapshot's own (its commit), since hashing every weight again would double
+        the cost of a pull."""
+        target = self.path_for(name)
+        if "config.json" not in files:
+            raise BadRequest(f"{source} has no config.json: not a Hugging Face model")
+        staged = self.root / ".incoming" / f"{target.name}.{uuid.uuid4().hex}"
+        staged.mkdir(parents=True)
+        try:
+            for relative, file in files.items():
+                link = staged / relative
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(file.absolute())
+            self._register(staged, target, name, source, digest=digest)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return self._require(target)
+
+    def copy(self, source: str, destination: str, **extra: Any) -> LocalModel:
+        """A second name for a model: hard links to its files (no bytes copied, and
+        removing either name leaves the other whole), same digest. ``extra`` fields
+        (``system``, ``parameters``, ``parent``) go into the new manifest."""
+        model = self.get(source)
+        if model is None:
+            raise ModelNotFound(source)
+        target = self.path_for(destination)
+        staged = self.root / ".incoming" / f"{target.name}.{uuid.uuid4().hex}"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copytree(model.path, staged, symlinks=True, copy_function=_link_or_copy)
+            manifest = read_json(staged / MANIFEST)
+            (staged / MANIFEST).unlink()
+            now = now_rfc3339()
+            manifest.update(name=names.display_name(destination), created_at=now, modified_at=now)
+            manifest.update(extra)
+            self._write_manifest(staged, manifest)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._replace(staged, target)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return self._require(target)
+
+    def update(self, name: str, **fields: Any) -> LocalModel:
+        """Change manifest fields of a model (``system``, ``parameters``), atomically."""
+        model = self.get(name)
+        if model is None:
+            raise ModelNotFound(name)
+        manifest = read_json(model.path / MANIFEST)
+        manifest.update(fields, modified_at=now_rfc3339())
+        tmp = model.path / f".{MANIFEST}.{uuid.uuid4().hex}"
+        self._write_manifest_to(tmp, manifest)
+        os.replace(tmp, model.path / MANIFEST)  # a new inode: readers' caches see it
+        return self._require(model.path)
+
+    def add_adapter(
+        self, files: dict[str, Path], name: str, base: LocalModel, **extra: Any
+    ) -> LocalModel:
+        """Register a LoRA adapter (a PEFT folder: ``adapter_config.json`` and its
+        weights) for ``base``; the files are hard-linked in, not copied."""
+        if "adapter_config.json" not in files:
+            raise BadRequest("a LoRA adapter needs its adapter_config.json")
+        target = self.path_for(name)
+        staged = self.root / ".incoming" / f"{target.name}.{uuid.uuid4().hex}"
+        staged.mkdir(parents=True)
+        try:
+            for relative, file in files.items():
+                link = staged / relative
+                link.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(str(file), str(link))
+            fields = {"format": "lora", "adapter_of": base.name, "parent": base.name, **extra}
+            self._register(staged, target, name, "adapter", extra=fields)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return self._require(target)
+
+    def _with_base(self, adapter: LocalModel) -> LocalModel:
+        """An adapter reports what its base model is and can do."""
+        base = self.get(adapter.adapter_of)
+        if base is None or base.adapter_of:
+            return adapter
+        details = {**base.details, "format": "lora", "parent_model": base.name}
+        return replace(
+            adapter,
+            details=details,
+            model_info=base.model_info,
+            capabilities=base.capabilities,
+            template=base.template,
+        )
+
+    def adapters_of(self, base: str) -> builtins.list[LocalModel]:
+        key = names.normalize(base)
+        return [m for m in self.list() if m.adapter_of and names.normalize(m.adapter_of) == key]
+
+    def _require(self, target: Path) -> LocalModel:
+        model = self._load(target)
+        if model is None:
+            raise BadRequest(f"model folder {target} could not be read after import")
+        return model
+
+    def _write_manifest(self, folder: Path, manifest: dict[str, Any]) -> None:
+        self._write_manifest_to(folder / MANIFEST, manifest)
+
+    @staticmethod
+    def _write_manifest_to(path: Path, manifest: dict[str, Any]) -> None:
+        path.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+
+    def _register(
+        self,
+        folder: Path,
+        target: Path,
+        name: str,
+        source: str,
+        *,
+        digest: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """Write the manifest into ``folder`` and rename it to ``target``."""
         now = now_rfc3339()
         manifest = {
@@ -174,10 +310,11 @@ class ModelStore:
             "format": "safetensors",
             "created_at": now,
             "modified_at": now,
-            "digest": compute_digest(folder),
+            "digest": digest or compute_digest(folder),
             "size": folder_size(folder),  # weights and configs; the manifest is not counted
+            **(extra or {}),
         }
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        self._write_manifest(folder, manifest)
         self.root.mkdir(parents=True, exist_ok=True)
         self._replace(folder, target)
 
@@ -217,5 +354,7 @@ class ModelStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("skipping model folder %s: %s", folder, exc)
             return None
+        if model.adapter_of:
+            model = self._with_base(model)
         self._cache[folder] = (key, model)
         return model

@@ -15,12 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vllama.errors import VllamaError
+from vllama.routing.health import watch_health
 from vllama.server.body import ClientGone
 from vllama.server.errors import dialect_of, error_response
 from vllama.server.gateway import Gateway
+from vllama.server.middleware.auth import AuthMiddleware
+from vllama.server.middleware.cors import cors_middleware
 from vllama.server.middleware.fast_path import FastPath
 from vllama.server.middleware.request_id import RequestIdMiddleware
-from vllama.server.routes import models, ollama, openai, ops
+from vllama.server.routes import admin, manage, models, ollama, openai, ops
 
 log = logging.getLogger("vllama.server")
 
@@ -59,6 +62,7 @@ async def _follow_engine(gateway: Gateway) -> None:
                     "GET", gateway.engine_url("/v1/models"), api_key=gateway.engine.api_key
                 )
                 gateway.catalog.update_from_engine(listing)
+                gateway.router.adopt(gateway.catalog, listing)
                 seen_ready = True
             except VllamaError as err:
                 log.warning("could not list the engine's models: %s", err.message)
@@ -70,22 +74,42 @@ async def _follow_engine(gateway: Gateway) -> None:
 def create_app(gateway: Gateway, *, access_log: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.auth.start()
         await gateway.upstream.start()
         await gateway.engine.start()
         follower = asyncio.create_task(_follow_engine(gateway), name="vllama-follow-engine")
+        health = asyncio.create_task(
+            watch_health(
+                gateway.upstream, gateway.router.backends, gateway.settings.health_interval
+            ),
+            name="vllama-backend-health",
+        )
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in (follower, health):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if gateway.models is not None:
+                await gateway.models.close()
             await gateway.engine.stop()
             await gateway.upstream.close()
+            await gateway.auth.stop()
 
     app = Starlette(
-        routes=[*ops.routes, *ollama.routes, *models.routes, *openai.routes],
+        routes=[
+            *ops.routes,
+            *ollama.routes,
+            *models.routes,
+            *manage.routes,
+            *openai.routes,
+            *admin.routes,
+        ],
         middleware=[
             Middleware(RequestIdMiddleware, metrics=gateway.metrics, access_log=access_log),
+            cors_middleware(gateway.settings),
+            Middleware(AuthMiddleware, auth=gateway.auth, settings=gateway.settings),
             Middleware(FastPath, endpoint=openai.relay, paths=openai.Relay.paths),
         ],
         exception_handlers={

@@ -17,6 +17,7 @@ from vllama.engine.supervisor import EngineState, Supervisor
 from vllama.errors import VllamaError
 from vllama.models.bundled import BUNDLED_NAME, ensure_bundled_model
 from vllama.models.catalog import Catalog, ServedModel
+from vllama.models.manager import ModelManager
 from vllama.models.names import normalize
 from vllama.models.store import ModelStore
 from vllama.protocol.ollama import parse_keep_alive
@@ -47,17 +48,21 @@ async def build_gateway(
         ),
     )
     keep_alive = KeepAlive(parse_keep_alive(None, settings.keep_alive))
-    if settings.engine_url is not None:
-        engine: EngineHandle = AttachedEngine(settings.engine_url, settings.engine_api_key)
-        return Gateway(settings, engine, upstream, Catalog(), keep_alive, device="unknown")
-
     kind = detect_kind(settings)
     python = default_engine_python(settings, kind)
+    store = ModelStore(settings.models_dir)
+    models = ModelManager(store, home=settings.home, engine_python=python)
+    if settings.engine_url is not None:
+        engine: EngineHandle = AttachedEngine(settings.engine_url, settings.engine_api_key)
+        catalog = Catalog(store=store)
+        return Gateway(
+            settings, engine, upstream, catalog, keep_alive, device="unknown", models=models
+        )
+
     if not python.exists():
         raise EngineNotInstalled(
             f"no engine environment at {python.parent.parent}: run `vllama engine install`"
         )
-    store = ModelStore(settings.models_dir)
     local = store.get(settings.model)
     if local is None and normalize(settings.model) == normalize(BUNDLED_NAME):
         local = await ensure_bundled_model(store, python, progress)
@@ -70,5 +75,6 @@ async def build_gateway(
         served_name=served_name,
     )
     supervisor = Supervisor(spec, on_state=on_state)
-    catalog = Catalog([ServedModel(name=served_name, served_name=served_name, local=local)])
-    return Gateway(settings, supervisor, upstream, catalog, keep_alive, device=kind)
+    served = ServedModel(name=served_name, served_name=served_name, local=local)
+    catalog = Catalog([served], store=store)
+    return Gateway(settings, supervisor, upstream, catalog, keep_alive, device=kind, models=models)

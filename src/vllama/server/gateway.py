@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from vllama.auth.service import AuthService
 from vllama.engine.handle import EngineHandle
 from vllama.errors import EngineUnavailable
 from vllama.metrics import Metrics
 from vllama.models.catalog import Catalog
+from vllama.models.manager import ModelManager
+from vllama.routing.metrics import RouterCollector
+from vllama.routing.router import Router
 from vllama.settings import Settings
 from vllama.upstream.client import Upstream
 
@@ -54,10 +58,24 @@ class Gateway:
     keep_alive: KeepAlive
     device: str = "cpu"
     started_at: float = field(default_factory=time.time)
+    models: ModelManager | None = None  #: model management (pull, create, ...); None: off
     metrics: Metrics = field(init=False)
+    auth: AuthService = field(init=False)
+    router: Router = field(init=False)  #: the backends: the engine first, then the config's
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.engine)
+        self.auth = AuthService(self.settings)
+        settings = self.settings
+        self.router = Router.build(
+            self.engine,
+            settings.backends,
+            settings.model_routing,
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown=settings.breaker_cooldown,
+        )
+        self.router.adopt(self.catalog)
+        self.metrics.registry.register(RouterCollector(self.router))
 
     def engine_url(self, path: str) -> str:
         return self.engine.base_url + path

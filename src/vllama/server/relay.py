@@ -7,6 +7,10 @@ of prefill for ``prompt_eval_duration``, and one code path serves both
 objects merged into one). Nothing is sent to the client until the engine has
 produced something, so an error before the first token still gets its real
 status; after that, errors are one in-band ``{"error": ...}`` line.
+
+The router (``routing/``) picks the backend; the first output is the commit
+point, so a backend that fails before it is passed over for the next one. An
+Ollama backend gets the client's own body instead (``server/native.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,17 @@ from typing import Any, Literal
 import orjson
 from starlette.responses import Response
 
+from vllama.auth.metering import Meter
 from vllama.errors import UpstreamError, VllamaError
+from vllama.models.catalog import ServedModel
 from vllama.protocol.ndjson import dumps_line
 from vllama.protocol.ollama import format_time
 from vllama.protocol.sse import SSEDecoder
+from vllama.routing.backend import Backend
+from vllama.routing.router import BACKEND_HEADER, Lease
+from vllama.routing.stream import Leased, Peeked
 from vllama.server.gateway import Gateway
+from vllama.server.native import native_attempt, relay_ndjson
 from vllama.server.streaming import LiveStream
 from vllama.translate.requests import UpstreamCall
 from vllama.translate.responses import OllamaStream, Timings, openai_error_message
@@ -60,9 +70,10 @@ async def engine_events(response: UpstreamResponse) -> AsyncIterator[dict[str, A
 class _Generation:
     """One generation's translation state: events in, Ollama objects out."""
 
-    def __init__(self, kind: Kind, model: str, timings: Timings) -> None:
+    def __init__(self, kind: Kind, model: str, timings: Timings, meter: Meter | None) -> None:
         self.state = OllamaStream(kind, model)
         self.timings = timings
+        self.meter = meter
 
     def translate(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         out = self.state.feed(event, now_text())
@@ -72,7 +83,26 @@ class _Generation:
 
     def final(self) -> dict[str, Any]:
         self.timings.done_ns = time.monotonic_ns()
-        return self.state.finish(self.timings, now_text())
+        final = self.state.finish(self.timings, now_text())
+        if self.meter is not None:
+            self.meter.tokens(final.get("prompt_eval_count", 0), final.get("eval_count", 0))
+        return final
+
+
+class _Started:
+    """A translated generation whose first output has arrived (the commit point)."""
+
+    def __init__(
+        self,
+        response: UpstreamResponse,
+        events: AsyncIterator[dict[str, Any]],
+        generation: _Generation,
+        first: list[dict[str, Any]],
+    ) -> None:
+        self.response = response
+        self.events = events
+        self.generation = generation
+        self.first = first
 
 
 async def ollama_generation(
@@ -83,24 +113,51 @@ async def ollama_generation(
     model: str,
     arrived_ns: int,
     request_id: str,
+    meter: Meter | None = None,
+    served: ServedModel,
+    native: dict[str, Any],
+    key: bytes | None = None,
 ) -> Response | LiveStream:
+    """One generation through the router: translated to an OpenAI-compatible
+    backend, or ``native`` (the client's body) as it is to an Ollama one."""
     body = dict(call.body, stream=True, stream_options={"include_usage": True})
     timings = Timings(
         arrived_ns=arrived_ns, sent_ns=time.monotonic_ns(), first_token_ns=None, done_ns=0
     )
-    response = await gw.upstream.open_ok(
-        "POST",
-        gw.engine_url(call.path),
-        body=orjson.dumps(body),
-        headers={"content-type": "application/json", "x-request-id": request_id},
-        api_key=gw.engine.api_key,
-    )
-    events = engine_events(response)
-    generation = _Generation(kind, model, timings)
+    headers = {"content-type": "application/json", "x-request-id": request_id}
+
+    async def attempt(backend: Backend, target: str, lease: Lease) -> Response | Peeked | _Started:
+        if backend.native_ollama:
+            return await native_attempt(gw, backend, f"/api/{kind}", native, target, headers)
+        timings.sent_ns = time.monotonic_ns()
+        response = await gw.upstream.open_ok(
+            "POST",
+            backend.base_url + call.path,
+            body=orjson.dumps(dict(body, model=target)),
+            headers=headers,
+            api_key=backend.api_key,
+        )
+        events = engine_events(response)
+        generation = _Generation(kind, model, timings, meter)
+        return _Started(response, events, generation, await _first_objects(events, generation))
+
+    result, lease = await gw.router.route(served, attempt, key=key)
+    tag = {BACKEND_HEADER: lease.backend.name}
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, Peeked):
+        media_type = result.response.headers.get("content-type", NDJSON)
+        chunks = Leased(relay_ndjson(result, meter), lease, result.response)
+        return LiveStream(chunks, media_type=media_type, headers=tag)
     if not call.stream:
-        return await _collect(events, generation, kind)
-    first = await _first_objects(events, generation)
-    return LiveStream(_ndjson(first, events, generation), media_type=NDJSON)
+        try:
+            answer = await _collect(result.first, result.events, result.generation, kind)
+        finally:
+            lease.release()
+        answer.headers.update(tag)
+        return answer
+    chunks = Leased(_ndjson(result.first, result.events, result.generation), lease, result.response)
+    return LiveStream(chunks, media_type=NDJSON, headers=tag)
 
 
 async def _first_objects(
@@ -137,9 +194,12 @@ async def _ndjson(
 
 
 async def _collect(
-    events: AsyncIterator[dict[str, Any]], generation: _Generation, kind: Kind
+    first: list[dict[str, Any]],
+    events: AsyncIterator[dict[str, Any]],
+    generation: _Generation,
+    kind: Kind,
 ) -> Response:
-    pieces: list[dict[str, Any]] = []
+    pieces: list[dict[str, Any]] = list(first)
     async for event in events:
         pieces.extend(generation.translate(event))
     return Response(

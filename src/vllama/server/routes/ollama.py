@@ -15,13 +15,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vllama.errors import BadRequest, NotSupported
+from vllama.errors import BadRequest
 from vllama.models.catalog import ServedModel
+from vllama.models.modelfile import with_system
 from vllama.protocol.ollama import parse_keep_alive, parse_think
+from vllama.routing.backend import Backend
+from vllama.routing.router import BACKEND_HEADER, Lease
 from vllama.server.body import model_name, parse_object, read_body
 from vllama.server.gateway import gateway_of, request_id_of
+from vllama.server.native import native_answer
 from vllama.server.relay import Kind, now_text, ollama_generation
 from vllama.server.streaming import LiveStream
+from vllama.server.switch import load_model
 from vllama.translate.requests import (
     chat_request,
     embed_request,
@@ -63,7 +68,8 @@ async def _generation(request: Request, kind: Kind) -> Response | LiveStream:
     gw = gateway_of(request)
     body = await _body(request, empty={})
     typed = model_name(body, missing_is_404=kind == "generate")
-    model = gw.catalog.resolve(typed)
+    model = await load_model(gw, typed)
+    gw.auth.admit_request(request.scope, body, typed, model.name, model.served_name)
     keep = parse_keep_alive(body.get("keep_alive"), gw.settings.keep_alive)
     if is_load_request(kind, body):
         gw.require_ready()
@@ -71,12 +77,16 @@ async def _generation(request: Request, kind: Kind) -> Response | LiveStream:
         return JSONResponse(load_response(kind, typed, now_text(), unload=keep == 0))
     _check_capabilities(kind, body, typed, model)
     translate = chat_request if kind == "chat" else generate_request
-    call = translate(body, model.served_name)
-    gw.require_ready()
+    local = model.local  # a created model's SYSTEM and PARAMETERs, under the request's own
+    if local is not None and local.system:
+        body = with_system(kind, body, local.system)
+    call = translate(body, model.served_name, default_options=local.parameters if local else None)
     gw.keep_alive.touch(model.name, keep)
     return await ollama_generation(
-        gw, call, kind=kind, model=typed, arrived_ns=arrived, request_id=request_id_of(request)
-    )
+        gw, call, kind=kind, model=typed, arrived_ns=arrived, request_id=request_id_of(request),
+        meter=gw.auth.meter(request.scope, model.name),
+        served=model, native=body, key=gw.router.key_for(model, request.scope, body),
+    )  # fmt: skip
 
 
 async def chat(request: Request) -> Response | LiveStream:
@@ -92,28 +102,43 @@ async def _embedding_call(request: Request, legacy: bool) -> Response:
     gw = gateway_of(request)
     body = await _body(request)
     typed = model_name(body)
-    model = gw.catalog.resolve(typed)
+    model = await load_model(gw, typed)
+    gw.auth.admit_request(request.scope, body, typed, model.name, model.served_name)
     if "embedding" not in model.capabilities:
         raise BadRequest(f"{model.name} does not support embedding")
     keep = parse_keep_alive(body.get("keep_alive"), gw.settings.keep_alive)
     payload = (embeddings_request if legacy else embed_request)(body, model.served_name)
-    gw.require_ready()
     gw.keep_alive.touch(model.name, keep)
     if not payload["input"]:
         return JSONResponse({"embedding": []} if legacy else {"model": typed, "embeddings": []})
     sent = time.monotonic_ns()
-    answer = await gw.upstream.json(
-        "POST",
-        gw.engine_url("/v1/embeddings"),
-        payload,
-        headers={"x-request-id": request_id_of(request)},
-        api_key=gw.engine.api_key,
-    )
+    meter = gw.auth.meter(request.scope, model.name)
+    headers = {"content-type": "application/json", "x-request-id": request_id_of(request)}
+
+    async def attempt(backend: Backend, target: str, lease: Lease) -> Any:
+        if backend.native_ollama:  # Ollama's own /api/embed(dings), untranslated
+            path = request.url.path
+            return await native_answer(gw, backend, path, body, target, headers, meter)
+        return await gw.upstream.json(
+            "POST",
+            backend.base_url + "/v1/embeddings",
+            dict(payload, model=target),
+            headers=headers,
+            api_key=backend.api_key,
+        )
+
+    answer, lease = await gw.router.route(model, attempt)
+    lease.release()
+    if isinstance(answer, Response):
+        return answer
+    if meter is not None:
+        meter.usage(answer.get("usage"))
+    tag = {BACKEND_HEADER: lease.backend.name}
     if legacy:
-        return JSONResponse(embeddings_response(answer))
+        return JSONResponse(embeddings_response(answer), headers=tag)
     done = time.monotonic_ns()
     timings = Timings(arrived_ns=arrived, sent_ns=sent, first_token_ns=done, done_ns=done)
-    return JSONResponse(embed_response(answer, typed, timings))
+    return JSONResponse(embed_response(answer, typed, timings), headers=tag)
 
 
 async def embed(request: Request) -> Response:
@@ -124,22 +149,9 @@ async def embeddings(request: Request) -> Response:
     return await _embedding_call(request, legacy=True)
 
 
-def not_yet(what: str) -> Any:
-    async def handler(request: Request) -> Response:
-        raise NotSupported(f"{what} is not supported by this vLLama version yet")
-
-    return handler
-
-
 routes = [
     Route("/api/generate", generate, methods=["POST"]),
     Route("/api/chat", chat, methods=["POST"]),
     Route("/api/embed", embed, methods=["POST"]),
     Route("/api/embeddings", embeddings, methods=["POST"]),
-    Route("/api/pull", not_yet("pulling models"), methods=["POST"]),
-    Route("/api/push", not_yet("pushing models"), methods=["POST"]),
-    Route("/api/create", not_yet("creating models"), methods=["POST"]),
-    Route("/api/copy", not_yet("copying models"), methods=["POST"]),
-    Route("/api/delete", not_yet("deleting models"), methods=["DELETE"]),
-    Route("/api/blobs/{digest}", not_yet("blob upload"), methods=["HEAD", "POST"]),
-]
+]  # model management (pull, create, copy, delete, blobs): routes/manage.py

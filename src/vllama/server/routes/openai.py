@@ -18,23 +18,37 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from vllama.auth.metering import Meter
 from vllama.errors import BadRequest, UpstreamError, VllamaError
+from vllama.routing.backend import Backend
+from vllama.routing.router import BACKEND_HEADER, Failover, Lease
+from vllama.routing.stream import Leased, Peeked, peek
 from vllama.server.body import parse_object, receive_body
 from vllama.server.errors import error_response, openai_error_body
 from vllama.server.gateway import Gateway
 from vllama.server.streaming import LiveStream
+from vllama.server.switch import load_model
 from vllama.translate.responses import openai_error_message
 from vllama.upstream.client import UpstreamResponse
 
+#: What an attempt commits to: an error answer, a stream's first chunk, or a status.
+Opened = Response | Peeked | UpstreamResponse
 
-async def _relay_chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
+
+async def _relay_chunks(opened: Peeked, meter: Meter | None) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.chunks():
+        chunk = opened.first
+        while chunk:
+            if meter is not None:
+                meter.feed(chunk)
             yield chunk
+            chunk = await anext(opened.rest, b"")
     except VllamaError as err:
         yield b"data: " + openai_error_body(err) + b"\n\n"
     finally:
-        response.close()
+        opened.response.close()
+        if meter is not None:
+            meter.close()
 
 
 def _faithful_error(status: int, payload: bytes) -> Response:
@@ -71,25 +85,55 @@ class Relay:
         name = body.get("model")
         if not isinstance(name, str) or not name:
             raise BadRequest("you must provide a model parameter", param="model")
-        model = gw.catalog.resolve(name)
-        gw.require_ready()
-        if model.served_name != name:
-            body["model"] = model.served_name
-            raw = orjson.dumps(body)
-        request_id = scope["state"]["request_id"]
-        response = await gw.upstream.open(
-            "POST",
-            gw.engine_url(scope["path"]),
-            body=raw,
-            headers={"content-type": "application/json", "x-request-id": request_id},
-            api_key=gw.engine.api_key,
-        )
-        if response.status >= 400:
-            return _faithful_error(response.status, await response.read())
-        media_type = response.headers.get("content-type", "application/json")
-        if body.get("stream") is True:
-            return LiveStream(_relay_chunks(response), media_type=media_type)
-        return Response(await response.read(), status_code=response.status, media_type=media_type)
+        model = await load_model(gw, name)
+        gw.auth.admit_request(scope, body, name, model.name, model.served_name)
+        headers = {"content-type": "application/json", "x-request-id": scope["state"]["request_id"]}
+        stream = body.get("stream") is True
+
+        async def attempt(backend: Backend, target: str, lease: Lease) -> Opened:
+            payload = raw if target == name else orjson.dumps(dict(body, model=target))
+            response = await gw.upstream.open(
+                "POST",
+                backend.base_url + scope["path"],
+                body=payload,
+                headers=headers,
+                api_key=backend.api_key,
+            )
+            if response.status >= 400:
+                error = await response.read()
+                answer = _faithful_error(response.status, error)
+                answer.headers[BACKEND_HEADER] = backend.name
+                if response.status >= 500:  # the next backend, or this answer if none is left
+                    failed = UpstreamError(openai_error_message(error), status=response.status)
+                    raise Failover(failed, answer)
+                return answer
+            return await peek(response) if stream else response
+
+        key = gw.router.key_for(model, scope, body)
+        result, lease = await gw.router.route(model, attempt, key=key)
+        return await _answer(gw, scope, model.name, result, lease)
+
+
+async def _answer(
+    gw: Gateway, scope: Scope, model: str, result: Opened, lease: Lease
+) -> Response | LiveStream:
+    """The committed answer: relayed as a stream, or read whole (the lease ends with it)."""
+    if isinstance(result, Response):
+        return result
+    tag = {BACKEND_HEADER: lease.backend.name}
+    meter = gw.auth.meter(scope, model)
+    if isinstance(result, Peeked):
+        media_type = result.response.headers.get("content-type", "text/event-stream")
+        chunks = Leased(_relay_chunks(result, meter), lease, result.response)
+        return LiveStream(chunks, media_type=media_type, headers=tag)
+    try:
+        payload = await result.read()
+    finally:
+        lease.release()
+    if meter is not None:
+        meter.body(payload)
+    media_type = result.headers.get("content-type", "application/json")
+    return Response(payload, status_code=result.status, media_type=media_type, headers=tag)
 
 
 relay = Relay()

@@ -1,0 +1,59 @@
+"""``vllama usage``: requests and tokens per key, model and day, from the store.
+
+Reads the same store as ``vllama keys`` (and ``/admin/usage``); a running
+gateway writes its counts every ``usage_flush_interval`` seconds and on a
+graceful stop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from vllama.auth.store import Store, UsageRow
+from vllama.auth.usage import utc_day
+from vllama.cli.keys import store_options, store_settings, with_store
+
+
+@click.command("usage")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--since", help="First day, YYYY-MM-DD (instead of --days).")
+@click.option("--key", "key_id", help="Only this key id.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@store_options
+def usage(
+    days: int,
+    since: str | None,
+    key_id: str | None,
+    as_json: bool,
+    home: Path | None,
+    database_url: str | None,
+    config: Path | None,
+) -> None:
+    """Show usage per key, model and UTC day."""
+    first = since or utc_day(time.time() - 86400 * (days - 1))
+    settings = store_settings(home, database_url, config)
+
+    async def read(store: Store) -> tuple[list[UsageRow], dict[str, str]]:
+        rows = await store.usage(since=first, key_id=key_id)
+        return rows, {k.id: k.name for k in await store.keys()}
+
+    rows, names = with_store(settings, read)
+    if as_json:
+        click.echo(json.dumps([{**asdict(r), "key_name": names.get(r.key_id)} for r in rows]))
+        return
+    click.echo(f"{'DAY':12}{'KEY':28}{'MODEL':24}{'REQUESTS':>10}{'PROMPT':>12}{'OUTPUT':>12}")
+    for r in rows:
+        who = f"{names.get(r.key_id, '')} ({r.key_id})" if r.key_id in names else r.key_id
+        click.echo(
+            f"{r.day:12}{who[:27]:28}{r.model[:23]:24}"
+            f"{r.requests:>10}{r.prompt_tokens:>12}{r.completion_tokens:>12}"
+        )
+    total = [
+        sum(getattr(r, f) for r in rows) for f in ("requests", "prompt_tokens", "completion_tokens")
+    ]
+    click.echo(f"{'total':64}{total[0]:>10}{total[1]:>12}{total[2]:>12}")

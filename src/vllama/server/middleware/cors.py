@@ -1,0 +1,51 @@
+"""CORS the way Ollama does it: local origins always, more from ``OLLAMA_ORIGINS``.
+
+Starlette's ``CORSMiddleware`` (pure ASGI; it only adds headers and answers
+preflights, so streams are untouched) with the origin list built here.
+Entries may be globs (``https://*.example.com``); ``*`` allows any origin.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from vllama.settings import Settings
+
+#: Ollama's defaults (envconfig.AllowedOrigins): local hosts on any port, and apps.
+LOCAL_ORIGINS = (
+    *(
+        f"{scheme}://{host}{port}"
+        for host in ("localhost", "127.0.0.1", "0.0.0.0")
+        for scheme in ("http", "https")
+        for port in ("", ":*")
+    ),
+    "app://*",
+    "file://*",
+    "tauri://*",
+    "vscode-webview://*",
+    "vscode-file://*",
+)
+
+
+def _glob(pattern: str) -> str:
+    return ".*".join(re.escape(part) for part in pattern.split("*"))
+
+
+def cors_middleware(settings: Settings) -> Middleware:
+    origins = [*settings.cors_origins, *LOCAL_ORIGINS]
+    if "*" in origins:
+        exact, regex = ["*"], None
+    else:
+        exact = [o for o in origins if "*" not in o]
+        regex = "|".join(_glob(o) for o in origins if "*" in o) or None
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=exact,
+        allow_origin_regex=regex,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        max_age=600,
+    )
