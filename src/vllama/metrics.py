@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -95,8 +96,14 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
         )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         label = path if path in KNOWN_PATHS else "other"
-        self.requests.labels(label, str(status)).inc()
-        self.duration.labels(label).observe(seconds)
+        key = (label, status)
+        children = self._children.get(key)
+        if children is None:  # once per (path, status): labels() is the costly part
+            children = (self.requests.labels(label, str(status)), self.duration.labels(label))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
