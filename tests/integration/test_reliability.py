@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.procs import Proc, managed_fake, wait_http
+from tests.integration.test_routing import fake_ollama, gateway
+from tests.procs import FAKE_PYTHON, Proc, managed_fake, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -185,3 +187,47 @@ def test_sigterm_lets_inflight_streams_finish(tmp_path: Path, procs: list[Proc])
         assert lines[-1]["done"] is True
         assert lines[-1]["eval_count"] == 40
     assert proc.popen.wait(30) == 0
+
+
+def test_engine_crash_with_a_fallback_backend(tmp_path: Path, procs: list[Proc]) -> None:
+    """Streams under way end in-band; requests arriving while the engine restarts
+    (no byte sent yet) are served by the Ollama fallback."""
+    ollama = fake_ollama(procs)
+    marker = tmp_path / "crashed-once"
+    config = (
+        '[[backends]]\nname = "ollama"\nkind = "ollama"\n'
+        f'url = "{ollama}"\nrole = "fallback"\nmodels = {{ "fake" = "fake-ollama:latest" }}\n'
+    )
+    flags = f"--start-delay 3 --crash-after 2 --crash-marker {marker} --token-delay 0.1"
+    url = gateway(
+        procs,
+        tmp_path,
+        config,
+        "--engine-python",
+        str(FAKE_PYTHON),
+        "--model",
+        "fake",
+        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags},
+    )
+    wait_http(url + "/ready", timeout=30)
+    body = {**CHAT, "options": {"num_predict": 200}}
+
+    async def storm() -> list[list[dict]]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *(_stream_lines(client, url + "/api/chat", body) for _ in range(32))
+            )
+
+    streams = asyncio.run(storm())
+    assert marker.exists()
+    assert all(set(lines[-1]) == {"error"} for lines in streams)
+    served_by = []
+    for _ in range(4):
+        answer = httpx.post(url + "/api/chat", json={**CHAT, "stream": False}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["done"] is True
+        served_by.append(answer.headers["x-vllama-backend"])
+    assert "ollama" in served_by
+    wait_http(url + "/ready", timeout=30)
+    after = httpx.post(url + "/api/chat", json={**CHAT, "stream": False}, timeout=30)
+    assert after.headers["x-vllama-backend"] == "engine"
