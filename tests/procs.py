@@ -160,8 +160,11 @@ def vllama_serve(port: int, home: Path, *args: str, env: dict[str, str] | None =
     return Proc(argv, env={"VLLAMA_LOG_FORMAT": "json", **(env or {})}).start()
 
 
-def managed_fake(home: Path, flags: str = "", **env: str) -> tuple[Proc, str]:
-    """`vllama serve` managing the fake engine (fault ``flags``), up and answering."""
+def managed_fake(
+    home: Path, flags: str = "", *, args: Sequence[str] = (), **env: str
+) -> tuple[Proc, str]:
+    """`vllama serve` (with extra ``args``) managing the fake engine (fault
+    ``flags``), up and answering."""
     port = free_port()
     proc = vllama_serve(
         port,
@@ -170,6 +173,7 @@ def managed_fake(home: Path, flags: str = "", **env: str) -> tuple[Proc, str]:
         str(FAKE_PYTHON),
         "--model",
         "fake",
+        *args,
         env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags, **env},
     )
     url = f"http://127.0.0.1:{port}"

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +18,16 @@ import openai
 import pytest
 
 from tests.pg import private_schema
-from tests.procs import ROOT, VLLAMA, Proc, free_port, vllama_serve, wait_http
+from tests.procs import VLLAMA, Proc, managed_fake, wait_http
 
-FAKE_PYTHON = ROOT / "tests" / "fakes" / "vllm-python"
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 ADMIN = "admin-" + secrets.token_hex(16)
 
 
 def start(home: Path, *args: str, flags: str = "", **env: str) -> tuple[Proc, str]:
-    port = free_port()
-    proc = vllama_serve(
-        port,
-        home,
-        "--engine-python",
-        str(FAKE_PYTHON),
-        "--model",
-        "fake",
-        *args,
-        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags, **env},
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = managed_fake(home, flags, args=args, **env)
     wait_http(url + "/ready", timeout=30, proc=proc.popen)
     return proc, url
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
-        proc.kill_group()
 
 
 @pytest.fixture
