@@ -27,7 +27,12 @@ from pydantic import (
     model_validator,
 )
 
-from vllama.routing.config import BackendConfig, ModelRouting, check_backends
+from vllama.routing.config import (
+    BackendConfig,
+    ModelRouting,
+    check_backends,
+    engine_base_url,
+)
 
 DEFAULT_PORT = 11434
 DEFAULT_MODEL = "smollm2:135m"
@@ -216,11 +221,7 @@ class Settings(BaseModel):
     @field_validator("engine_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/").removesuffix("/v1")
+        return engine_base_url(value)
 
     @field_validator("admin_key", "trusted_front_secret")
     @classmethod

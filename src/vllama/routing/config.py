@@ -35,6 +35,16 @@ ENGINE_BACKEND = "engine"
 DEFAULT_HEALTH_PATH: dict[str, str] = {"managed": "/health", "openai": "/health", "ollama": "/"}
 
 
+def engine_base_url(value: str | None) -> str | None:
+    """An engine's base URL as given: http(s) only, without a trailing ``/`` or
+    ``/v1`` (routes append their own ``/v1/...``); empty means none."""
+    if value is None or value == "":
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/").removesuffix("/v1")
+
+
 class BackendConfig(BaseModel):
     """One engine the gateway may send requests to."""
 
@@ -63,11 +73,7 @@ class BackendConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/").removesuffix("/v1")
+        return engine_base_url(value)
 
     @model_validator(mode="after")
     def _where(self) -> BackendConfig:

@@ -53,15 +53,16 @@ async def _error_answer(backend: Backend, response: UpstreamResponse) -> Respons
     return answer
 
 
-async def native_attempt(
+async def _post(
     gw: Gateway,
     backend: Backend,
     path: str,
     body: dict[str, Any],
     target: str,
     headers: Mapping[str, str],
-) -> Response | Peeked:
-    """Send ``body`` to the Ollama ``backend`` and wait for its first chunk."""
+) -> UpstreamResponse | Response:
+    """``body`` to the Ollama ``backend`` under its own model name; an error
+    status comes back as the answer to give the client."""
     response = await gw.upstream.open(
         "POST",
         backend.base_url + path,
@@ -71,6 +72,21 @@ async def native_attempt(
     )
     if response.status >= 400:
         return await _error_answer(backend, response)
+    return response
+
+
+async def native_attempt(
+    gw: Gateway,
+    backend: Backend,
+    path: str,
+    body: dict[str, Any],
+    target: str,
+    headers: Mapping[str, str],
+) -> Response | Peeked:
+    """Send ``body`` to the Ollama ``backend`` and wait for its first chunk."""
+    response = await _post(gw, backend, path, body, target, headers)
+    if isinstance(response, Response):
+        return response
     return await peek(response)
 
 
@@ -116,15 +132,9 @@ async def native_answer(
     meter: Meter | None,
 ) -> Response:
     """A one-object Ollama answer (``/api/embed``, ``/api/embeddings``), relayed whole."""
-    response = await gw.upstream.open(
-        "POST",
-        backend.base_url + path,
-        body=orjson.dumps(dict(body, model=target)),
-        headers=headers,
-        api_key=backend.api_key,
-    )
-    if response.status >= 400:
-        return await _error_answer(backend, response)
+    response = await _post(gw, backend, path, body, target, headers)
+    if isinstance(response, Response):
+        return response
     payload = await response.read()
     if meter is not None:
         with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError):
