@@ -143,9 +143,9 @@ def serve(**flags: Any) -> None:
     except SettingsError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(ExitStatus.BAD_CONFIG)
-    listener = setup_logging(settings.log_format, settings.log_level, console)
+    writer = setup_logging(settings.log_format, settings.log_level, console)
     try:
         code = uvloop.run(_serve(settings, console))
     finally:
-        listener.stop()
+        writer.close()
     sys.exit(code)

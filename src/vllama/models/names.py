@@ -12,6 +12,7 @@ Builds (``+Q4_0``) and digests (``@sha256-...``) are not part of our names.
 
 from __future__ import annotations
 
+import functools
 import re
 
 DEFAULT_TAG = "latest"
@@ -57,10 +58,12 @@ def display_name(name: str) -> str:
     return "/".join([*_shortest(prefix), f"{model}:{tag or DEFAULT_TAG}"])
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize(name: str) -> str:
     """The identity of a name: :func:`display_name` lower-cased. Two names refer to
     the same model exactly when their normalized forms are equal. Never raises;
-    check :func:`is_valid` where a name is created."""
+    check :func:`is_valid` where a name is created. Cached: every request
+    resolves its model through it, mostly under a handful of names."""
     return display_name(name).lower()
 
 

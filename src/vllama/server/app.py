@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from vllama.errors import VllamaError
 from vllama.routing.health import watch_health
@@ -71,7 +71,16 @@ async def _follow_engine(gateway: Gateway) -> None:
         await asyncio.sleep(0.5)
 
 
-def create_app(gateway: Gateway, *, access_log: bool = True) -> Starlette:
+def create_app(gateway: Gateway, *, access_log: bool = True) -> ASGIApp:
+    """The whole gateway as one ASGI app.
+
+    The edge (request ids and the access log, CORS, keys and limits) is plain
+    ASGI wrapped around everything. Inside it, POSTs to the OpenAI relay go
+    straight to the relay; everything else goes to Starlette's router, whose
+    exception handlers render errors in the caller's dialect. The hottest
+    path thus skips the router and Starlette's own layers.
+    """
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.auth.start()
@@ -97,20 +106,15 @@ def create_app(gateway: Gateway, *, access_log: bool = True) -> Starlette:
             await gateway.upstream.close()
             await gateway.auth.stop()
 
-    app = Starlette(
+    relay = openai.Relay(gateway)
+    router = Starlette(
         routes=[
             *ops.routes,
             *ollama.routes,
             *models.routes,
             *manage.routes,
-            *openai.routes,
+            *openai.routes(relay),
             *admin.routes,
-        ],
-        middleware=[
-            Middleware(RequestIdMiddleware, metrics=gateway.metrics, access_log=access_log),
-            cors_middleware(gateway.settings),
-            Middleware(AuthMiddleware, auth=gateway.auth, settings=gateway.settings),
-            Middleware(FastPath, endpoint=openai.relay, paths=openai.Relay.paths),
         ],
         exception_handlers={
             VllamaError: _on_vllama_error,
@@ -120,5 +124,8 @@ def create_app(gateway: Gateway, *, access_log: bool = True) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.state.gateway = gateway
-    return app
+    router.state.gateway = gateway
+    app: ASGIApp = FastPath(router, endpoint=relay, paths=openai.RELAY_PATHS)
+    app = AuthMiddleware(app, auth=gateway.auth, settings=gateway.settings)
+    app = cors_middleware(app, gateway.settings)
+    return RequestIdMiddleware(app, metrics=gateway.metrics, access_log=access_log)

@@ -67,12 +67,22 @@ class RequestIdMiddleware:
             if self.metrics is not None:
                 self.metrics.observe(scope["path"], status, elapsed)
             if self.access_log and log.isEnabledFor(logging.INFO):
-                log.info(
-                    '%s "%s %s" %d %.1fms',
-                    request_id,
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    elapsed * 1000,
-                    extra={"request_id": request_id, "status": status},
-                )
+                _access_line(request_id, scope, status, elapsed)
+
+
+def _access_line(request_id: str, scope: Scope, status: int, elapsed: float) -> None:
+    """One access-log record, made directly: ``log.info`` would also walk the
+    stack to find the caller's file and line, which an access line never shows
+    and which cost more than the rest of the record."""
+    record = logging.LogRecord(
+        log.name,
+        logging.INFO,
+        __file__,
+        0,
+        '%s "%s %s" %d %.1fms',
+        (request_id, scope["method"], scope["path"], status, elapsed * 1000),
+        None,
+    )
+    record.request_id = request_id
+    record.status = status
+    log.handle(record)

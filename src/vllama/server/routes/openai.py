@@ -11,9 +11,11 @@ buffering. These few routes are the allow-list: nothing else of the engine
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -23,13 +25,15 @@ from vllama.errors import BadRequest, UpstreamError, VllamaError
 from vllama.routing.backend import Backend
 from vllama.routing.router import BACKEND_HEADER, Failover, Lease
 from vllama.routing.stream import Leased, Peeked, peek
-from vllama.server.body import parse_object, receive_body
+from vllama.server.body import ClientGone, parse_object, receive_body
 from vllama.server.errors import error_response, openai_error_body
 from vllama.server.gateway import Gateway
 from vllama.server.streaming import LiveStream
 from vllama.server.switch import load_model
 from vllama.translate.responses import openai_error_message
 from vllama.upstream.client import UpstreamResponse
+
+log = logging.getLogger("vllama.server")
 
 #: What an attempt commits to: an error answer, a stream's first chunk, or a status.
 Opened = Response | Peeked | UpstreamResponse
@@ -63,23 +67,34 @@ def _faithful_error(status: int, payload: bytes) -> Response:
     return Response(openai_error_body(err), status_code=status, media_type="application/json")
 
 
-class Relay:
-    """The relay as a bare ASGI endpoint: on the hottest path of the gateway it
-    skips building a Request and the per-route exception wrapper, and renders
-    its own errors (always in OpenAI's dialect)."""
+#: The paths the relay serves; the app sends POSTs to them straight to it.
+RELAY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
-    #: The paths it serves; the app sends POSTs to them straight here.
-    paths = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+class Relay:
+    """The relay as a bare ASGI endpoint, reached before the router: on the
+    hottest path of the gateway it skips building a Request, the router and the
+    exception layers, and renders its own errors (always in OpenAI's dialect)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await self._relay(scope, receive)
         except VllamaError as err:
             response = error_response(err, "openai")
+        except ClientGone:
+            return  # nobody is listening
+        except Exception as exc:  # a bug: still an answer in the caller's dialect
+            log.exception("unexpected error on POST %s", scope["path"])
+            response = error_response(
+                VllamaError(f"internal error: {type(exc).__name__}", status=500), "openai"
+            )
         await response(scope, receive, send)
 
     async def _relay(self, scope: Scope, receive: Receive) -> Response | LiveStream:
-        gw: Gateway = scope["app"].state.gateway
+        gw = self.gateway
         raw = await receive_body(scope, receive, gw.settings.max_body_bytes)
         body = parse_object(raw)
         name = body.get("model")
@@ -130,12 +145,19 @@ async def _answer(
         payload = await result.read()
     finally:
         lease.release()
-    if meter is not None:
-        meter.body(payload)
+    # Reading the usage out of the answer waits until the client has it.
+    charge = None if meter is None else BackgroundTask(_charge, meter, payload)
     media_type = result.headers.get("content-type", "application/json")
-    return Response(payload, status_code=result.status, media_type=media_type, headers=tag)
+    return Response(
+        payload, status_code=result.status, media_type=media_type, headers=tag, background=charge
+    )
 
 
-relay = Relay()
+async def _charge(meter: Meter, payload: bytes) -> None:
+    meter.body(payload)  # async, so that Starlette does not hand it to a thread
 
-routes = [Route(path, relay, methods=["POST"]) for path in sorted(Relay.paths)]
+
+def routes(relay: Relay) -> list[Route]:
+    """The relay's routes for the router, which sees only what the fast path
+    lets by: other methods on these paths, for their 405."""
+    return [Route(path, relay, methods=["POST"]) for path in sorted(RELAY_PATHS)]
