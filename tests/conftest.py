@@ -6,7 +6,6 @@ engine share one server; the test that kills the engine runs last.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,15 +49,7 @@ class Served:
     @property
     def engine_url(self) -> str:
         """The engine's own address, read from the gateway's log (tests only)."""
-        for line in reversed(self.proc.lines):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            message = str(entry.get("message", ""))
-            if "(engine http://" in message:
-                return message.split("(engine ", 1)[1].split(")", 1)[0]
-        raise AssertionError("engine URL not found in the gateway's log:\n" + self.proc.output)
+        return self.proc.engine_url()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -103,14 +103,19 @@ class Proc:
     def find(self, pattern: str) -> re.Match[str] | None:
         return re.search(pattern, self.output)
 
+    def wait_for(self, pattern: str, timeout: float = 5) -> re.Match[str]:
+        """The first match of ``pattern`` in the output, waiting for it: the
+        gateway writes its log lines in batches, a few tens of ms late."""
+        deadline = time.monotonic() + timeout
+        while (found := self.find(pattern)) is None:
+            assert time.monotonic() < deadline, self.output[-4000:]
+            time.sleep(0.05)
+        return found
+
     def engine_url(self, timeout: float = 5) -> str:
         """The managed engine's address, from the gateway's ready line (logged
-        just after /ready turns 200, so wait for it a little)."""
-        deadline = time.monotonic() + timeout
-        while (found := self.find(r"\(engine (http://127\.0\.0\.1:\d+)\)")) is None:
-            assert time.monotonic() < deadline, self.output
-            time.sleep(0.05)
-        return found.group(1)
+        just after /ready turns 200)."""
+        return self.wait_for(r"\(engine (http://127\.0\.0\.1:\d+)\)", timeout).group(1)
 
     def tree(self) -> list[psutil.Process]:
         """This process and all it spawned (the engine runs in a session of its

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from vllama.errors import BadRequest
+from vllama.protocol.ollama import parse_go_duration
 from vllama.routing.config import (
     BackendConfig,
     ModelRouting,
@@ -120,10 +122,16 @@ class Settings(BaseModel):
     engine_stop_grace: float = Field(10.0, ge=0, description="SIGTERM to SIGKILL, seconds.")
     restart_backoff: float = Field(1.0, gt=0, description="First restart delay, doubling.")
     restart_backoff_max: float = Field(30.0, gt=0)
-    model_switch: Literal["restart", "off"] = Field(
+    model_switch: Literal["restart", "add", "off"] = Field(
         "restart",
-        description="A request for a model on disk that the engine does not serve: restart the"
-        " managed engine with it, or refuse it (off).",
+        description="A request for a model on disk that no engine serves: restart the managed"
+        " engine with it, start one more engine for it (add), or refuse it (off).",
+    )
+    max_loaded_models: int = Field(
+        1,
+        ge=1,
+        description="Engines loaded at once under model_switch = add; the least recently used"
+        " idle one is unloaded to make room.",
     )
     model_load_wait: float = Field(
         60.0, ge=0, description="Seconds a request waits for its model to load, then 503."
@@ -136,7 +144,11 @@ class Settings(BaseModel):
     upstream_pool_size: int = Field(1024, ge=1)
 
     # -- Ollama behaviour ----------------------------------------------------
-    keep_alive: str = Field("5m", description="Default keep_alive (OLLAMA_KEEP_ALIVE).")
+    keep_alive: str = Field(
+        "-1",
+        description="Default keep_alive (OLLAMA_KEEP_ALIVE): idle time before a managed engine"
+        " is stopped; negative = never (vLLM takes 30-60 s to start).",
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
     # -- auth, limits, usage (docs/AUTH.md) -----------------------------------
@@ -238,6 +250,20 @@ class Settings(BaseModel):
         for item in value:
             ipaddress.ip_network(item, strict=False)  # ValueError names it
         return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: str) -> str:
+        """A Go duration, or plain seconds as OLLAMA_KEEP_ALIVE allows ("-1": forever);
+        checked here so a bad one stops the start, not every request."""
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            text += "s"
+        try:
+            parse_go_duration(text)
+        except BadRequest as exc:
+            raise ValueError(exc.message) from exc
+        return text
 
     @field_validator("trusted_front_header")
     @classmethod

@@ -7,7 +7,12 @@ Shapes follow vLLM 0.32: ``{"error": "Unauthorized"}`` on ``/v1`` without the
 key (vLLM's auth middleware, not OpenAI's shape), ``{"error": {"message",
 "type", "param", "code"}}`` for other errors, SSE ``data: {...}`` chunks with
 the finish reason on the last token and a ``choices: []`` usage chunk when
-``stream_options.include_usage`` is set. Only aiohttp and the stdlib.
+``stream_options.include_usage`` is set (with ``continuous_usage_stats``, the
+running usage on every chunk too). ``--fingerprint-mode custom
+--fingerprint-value V`` stamps ``system_fingerprint`` as vLLM does: on the
+chunk with the finish reason, or on the usage chunk instead when there is one
+(vLLM's default mode is ``full``; the fake's is ``none``). Only aiohttp and
+the stdlib.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stall-before-first-byte", type=float, default=0.0, metavar="S")
     p.add_argument("--stall-after", metavar="N:S", help="sleep S seconds after N tokens")
     p.add_argument("--spawn-child", action="store_true", help="a sleeping child in our group")
+    p.add_argument("--fingerprint-mode", choices=("custom", "none"), default="none")
+    p.add_argument("--fingerprint-value", help="system_fingerprint in custom mode")
     # Started as a managed engine (tests/fakes/vllm-python), it also gets
     # vLLM's own flags (--enforce-eager, --dtype, ...): accept and ignore them.
     args, _unknown = p.parse_known_args(argv)
@@ -71,6 +78,11 @@ class Fake:
         stall = (args.stall_after or "").partition(":")
         self.stall_at = int(stall[0]) if stall[0] else None
         self.stall_for = float(stall[2] or 0)
+
+    @property
+    def fingerprint(self) -> str | None:
+        custom = self.args.fingerprint_mode == "custom"
+        return self.args.fingerprint_value if custom else None
 
     @property
     def ready(self) -> bool:
@@ -181,7 +193,9 @@ async def generate(request: web.Request, chat: bool) -> web.StreamResponse:
         if body.get("stream"):
             options = body.get("stream_options") or {}
             usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            return await stream(request, fake, base, tokens, finish, prompt, chat, usage)
+            running = usage and bool(options.get("continuous_usage_stats"))
+            flags = (usage, running)
+            return await stream(request, fake, base, tokens, finish, prompt, chat, flags)
         await asyncio.sleep(fake.args.token_delay * len(tokens))
         text = "".join(tokens)
         choice: dict[str, Any] = {"index": 0}
@@ -221,20 +235,26 @@ async def stream(
     finish: str,
     prompt: int,
     chat: bool,
-    include_usage: bool,
+    usage_flags: tuple[bool, bool],
 ) -> web.StreamResponse:
+    """vLLM's stream: ``usage_flags`` are (include_usage, continuous_usage_stats)."""
+    include_usage, continuous = usage_flags
     headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
 
-    async def send(data: dict[str, Any] | str) -> None:
+    async def send(data: dict[str, Any] | str, completion: int | None = None) -> None:
+        if continuous and isinstance(data, dict) and completion is not None:
+            data["usage"] = fake.usage(prompt, completion)
+            if chat:  # vLLM sets it (to None) explicitly there, so it is serialised
+                data["usage"]["completion_tokens_details"] = None
         text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
         await resp.write(f"data: {text}\n\n".encode())
 
     if chat:
         role = chunk(base, chat, "", None)
         role["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-        await send(role)
+        await send(role, 0)
     pieces = tokens or [""]
     for i, token in enumerate(pieces):
         if fake.args.error_mid_stream is not None and i == fake.args.error_mid_stream:
@@ -245,9 +265,15 @@ async def stream(
             await asyncio.sleep(fake.stall_for)
         if i:
             await asyncio.sleep(fake.args.token_delay)
-        await send(chunk(base, chat, token, finish if i == len(pieces) - 1 else None))
+        last = chunk(base, chat, token, finish if i == len(pieces) - 1 else None)
+        if i == len(pieces) - 1 and not include_usage and fake.fingerprint is not None:
+            last["system_fingerprint"] = fake.fingerprint
+        await send(last, i + 1 if tokens else 0)
     if include_usage:
-        await send({**base, "choices": [], "usage": fake.usage(prompt, len(tokens))})
+        final = {**base, "choices": [], "usage": fake.usage(prompt, len(tokens))}
+        if fake.fingerprint is not None:
+            final["system_fingerprint"] = fake.fingerprint
+        await send(final)
     await send("[DONE]")
     await resp.write_eof()
     return resp

@@ -122,6 +122,10 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     if fake.args.status:
         error = {"message": "fake failure", "type": "api_error", "param": None, "code": None}
         return web.json_response({"error": error}, status=fake.args.status)
+    if body.get("model") != fake.args.model:  # Ollama's wording on its /v1 routes
+        message = f'model "{body.get("model")}" not found, try pulling it first'
+        error = {"message": message, "type": "api_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=404)
     base = {"id": "chatcmpl-1", "created": int(time.time()), "model": fake.args.model}
     text = " ".join(WORDS[:DEFAULT_TOKENS])
     if not body.get("stream"):

@@ -4,6 +4,7 @@ managing the fake engine, talked to over real sockets."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import threading
@@ -17,11 +18,11 @@ import ollama
 import openai
 import pytest
 
+from tests.admin import ADMIN, bearer, new_key, usage_of
 from tests.pg import private_schema
 from tests.procs import VLLAMA, Proc, managed_fake, wait_http
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
-ADMIN = "admin-" + secrets.token_hex(16)
 
 
 def start(home: Path, *args: str, flags: str = "", **env: str) -> tuple[Proc, str]:
@@ -38,16 +39,6 @@ def serve(procs: list[Proc], tmp_path: Path) -> Callable[..., tuple[Proc, str]]:
         return proc, url
 
     return run
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {secret}"}
-
-
-def new_key(url: str, **spec: Any) -> tuple[str, str]:
-    answer = httpx.post(url + "/admin/keys", json={"name": "t", **spec}, headers=bearer(ADMIN))
-    assert answer.status_code == 201, answer.text
-    return answer.json()["id"], answer.json()["key"]
 
 
 KEYED = {"VLLAMA_AUTH": "on", "VLLAMA_ADMIN_KEY": ADMIN}
@@ -190,14 +181,6 @@ def test_model_allow_list_is_403_in_the_callers_dialect(
     answer = httpx.post(url + "/v1/chat/completions", json=greedy, headers=bearer(fake))
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "max_tokens"
-
-
-def usage_of(url: str, key_id: str) -> tuple[int, int, int]:
-    rows = httpx.get(url + "/admin/usage", params={"key": key_id}, headers=bearer(ADMIN)).json()
-    found = rows["usage"]
-    return tuple(
-        sum(r[f] for r in found) for f in ("requests", "prompt_tokens", "completion_tokens")
-    )
 
 
 def test_usage_equals_the_engines_tokens_and_survives_shutdown(
@@ -399,3 +382,64 @@ async def test_replicas_share_keys_and_usage_through_postgresql(
     out = cli("usage", "--json", "--database-url", pg_url)
     [row] = [r for r in json.loads(out) if r["key_id"] == key_id]
     assert (row["requests"], row["completion_tokens"]) == (2, 32)
+
+
+def cli_run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VLLAMA), *args], capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+
+
+def test_cli_keys_and_usage_over_the_admin_api(
+    tmp_path: Path, serve: Callable[..., tuple[Proc, str]]
+) -> None:
+    """With --url the commands talk to the running gateway (changes apply at
+    once; usage includes counts not yet written); without, to the store."""
+    _, url = serve(**KEYED, VLLAMA_USAGE_FLUSH_INTERVAL="3600")
+    admin = {"VLLAMA_ADMIN_KEY": ADMIN}
+    made = cli_run(
+        "keys", "create", "--url", url, "--name", "web", "--tpm", "500", "--json", **admin
+    )
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    key_id, secret = created["id"], created["key"]
+    assert (created["name"], created["tpm"]) == ("web", 500)
+    assert httpx.get(url + "/api/tags", headers=bearer(secret)).status_code == 200  # at once
+
+    listed = cli_run("keys", "list", "--url", url, "--admin-key", ADMIN)
+    assert listed.returncode == 0
+    assert key_id in listed.stdout
+    assert "active" in listed.stdout
+    assert secret not in listed.stdout
+    [stored] = json.loads(cli("keys", "list", "--json", "--home", str(tmp_path)))
+    assert stored["id"] == key_id  # the same keys as the store holds
+
+    answer = httpx.post(url + "/api/chat", json={**CHAT, "stream": False}, headers=bearer(secret))
+    counts = answer.json()["prompt_eval_count"], answer.json()["eval_count"]
+    shown = cli_run("usage", "--url", url, "--key", key_id, "--json", **admin)
+    assert shown.returncode == 0, shown.stderr
+    [row] = json.loads(shown.stdout)
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (1, *counts)
+    assert row["key_name"] == "web"
+    in_store = json.loads(cli("usage", "--json", "--key", key_id, "--home", str(tmp_path)))
+    assert in_store == []  # not written yet: only the gateway knew
+
+    turned = cli_run("keys", "rotate", key_id, "--url", url, **admin)
+    assert turned.returncode == 0
+    assert httpx.get(url + "/api/tags", headers=bearer(secret)).status_code == 401
+    secret = turned.stdout.strip()
+    assert httpx.get(url + "/api/tags", headers=bearer(secret)).status_code == 200
+    assert cli_run("keys", "revoke", key_id, "--url", url, **admin).returncode == 0
+    assert httpx.get(url + "/api/tags", headers=bearer(secret)).status_code == 401
+    missing = cli_run("keys", "revoke", "key_000000000000", "--url", url, **admin)
+    assert missing.returncode != 0
+    assert "no key" in missing.stderr
+
+    wrong = "admin-" + secrets.token_hex(16)
+    refused = cli_run("keys", "list", "--url", url, "--admin-key", wrong)
+    assert refused.returncode != 0
+    assert "admin key required" in refused.stderr
+    assert wrong not in refused.stdout + refused.stderr
+    unkeyed = cli_run("usage", "--url", url, VLLAMA_ADMIN_KEY="")
+    assert unkeyed.returncode == 2
+    assert "admin key" in unkeyed.stderr

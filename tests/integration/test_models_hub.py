@@ -366,6 +366,33 @@ def test_sigterm_during_a_pull_exits_at_once(gateway: Gateway, hub: Hub) -> None
     assert not alive(gateway.proc.tree())
 
 
+def test_partial_weights_survive_a_gateway_restart(
+    tmp_path: Path, hub: Hub, gateways: list[Gateway], big_repo: Path
+) -> None:
+    hub.faults(rate=4_000_000)  # the ~26 MB weights take ~7 s
+    first = start(tmp_path, hub, gateways)
+    blobs = first.cache / "models--org--big" / "blobs"
+    with httpx.stream("POST", first.url + "/api/pull", json={"model": "org/big"}, timeout=30):
+        deadline = time.monotonic() + 30
+        while not [p for p in blobs.glob("*.vllama-partial") if p.stat().st_size >= 10 << 20]:
+            assert time.monotonic() < deadline, "no partial file of 10 MiB (one chunk) appeared"
+            time.sleep(0.1)
+    assert first.proc.stop(signal.SIGTERM, timeout=30) == 0  # the pull is cut
+    [partial] = blobs.glob("*.vllama-partial")
+    kept = partial.stat().st_size
+    assert 10 << 20 <= kept < (big_repo / "model.safetensors").stat().st_size
+
+    hub.faults(rate=None)
+    second = start(tmp_path, hub, gateways)
+    assert second.client().pull("org/big").status == "success"
+    starts = [e["range_start"] for e in hub.gets("model.safetensors")]
+    assert starts[0] == 0
+    assert starts[-1] == kept, "the new pull must resume from the bytes kept"
+    stored = second.home / "models" / "org+big@latest" / "model.safetensors"
+    assert stored.read_bytes() == (big_repo / "model.safetensors").read_bytes()
+    assert not list(blobs.glob("*.vllama-partial"))
+
+
 def test_no_hub_is_a_clear_502(tmp_path: Path, hub: Hub, gateways: list[Gateway]) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     gateway = start(tmp_path, hub, gateways, HF_ENDPOINT=closed)

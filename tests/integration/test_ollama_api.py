@@ -160,6 +160,15 @@ def test_load_and_unload_shortcuts(served: Served) -> None:
     ).json()
     assert unload["done_reason"] == "unload"
     assert unload["message"]["content"] == ""
+    assert httpx.get(served.url + "/api/ps").json()["models"] == []  # the engine is stopped
+    deadline = time.monotonic() + 600  # load it again for the tests after this one
+    while True:
+        load = httpx.post(served.url + "/api/generate", json={"model": MODEL}, timeout=120)
+        if load.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert load.status_code == 503, load.text
+    assert load.json()["done_reason"] == "load"
+    assert [m["model"] for m in httpx.get(served.url + "/api/ps").json()["models"]] == [MODEL]
 
 
 async def test_32_concurrent_streams_stay_intact(served: Served) -> None:

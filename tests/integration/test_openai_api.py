@@ -109,7 +109,7 @@ def test_request_id_round_trip(served: Served) -> None:
     assert sent.headers["x-request-id"] == "test-id-123"
     fresh = httpx.get(served.url + "/v1/models")
     assert len(fresh.headers["x-request-id"]) >= 16
-    assert "test-id-123" in served.proc.output
+    served.proc.wait_for("test-id-123")
 
 
 def test_sse_arrives_incrementally(served: Served) -> None:

@@ -169,9 +169,9 @@ def test_breaker_opens_on_failures_and_closes_after_a_probe(
     down_port = free_port()
     down = f"http://127.0.0.1:{down_port}"
     config = (
-        "breaker_failures = 2\nbreaker_cooldown = 2.0\nhealth_interval = 3600\n"
-        + backend("down", down)
-        + backend("slow", slow)
+        "breaker_failures = 2\nbreaker_cooldown = 2.0\n"  # passive signals only:
+        + backend("down", down, health_path="")
+        + backend("slow", slow, health_path="")
     )
     url = gateway(
         procs, tmp_path, config, *attached(a), env={"VLLAMA_UPSTREAM_FIRST_BYTE_TIMEOUT": "1"}
@@ -219,7 +219,11 @@ def test_fallback_to_ollama_in_its_native_api(tmp_path: Path, procs: list[Proc])
         "fake",
         env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": "--start-delay 60"},
     )
-    assert httpx.get(url + "/ready").status_code == 503
+    # Ready (for a load balancer): every model has a backend up, here Ollama alone.
+    wait_http(url + "/ready", timeout=10)
+    ready = httpx.get(url + "/ready").json()
+    assert ready["engine"] == "starting"
+    assert ready["backends"] == {"engine": False, "ollama": True}
     body = {**CHAT, "options": {"num_predict": 4}, "keep_alive": "1m"}
     answer = httpx.post(url + "/api/chat", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
@@ -344,3 +348,87 @@ def test_active_health_checks_take_a_backend_out_and_back(
     wait_health(1)
     served = Counter(httpx.post(url + "/api/chat", json=CHAT).headers[BACKEND] for _ in range(4))
     assert served == {"engine": 2, "late": 2}, served
+
+
+def test_ready_needs_a_backend_up_for_every_model(tmp_path: Path, procs: list[Proc]) -> None:
+    """503 while the managed engine starts and the Ollama fallback is down; then
+    503 naming the model only Ollama serves; 200 once Ollama is up too."""
+    port = free_port()
+    config = (
+        "health_interval = 0.2\n[[backends]]\n"
+        f'name = "ollama"\nkind = "ollama"\nurl = "http://127.0.0.1:{port}"\n'
+        'role = "fallback"\nmodels = { "fake" = "fake-ollama", "only-here" = "fake-ollama" }\n'
+    )
+    url = gateway(
+        procs,
+        tmp_path,
+        config,
+        "--engine-python",
+        str(FAKE_PYTHON),
+        "--model",
+        "fake",
+        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": "--start-delay 3"},
+    )
+    starting = httpx.get(url + "/ready")
+    assert starting.status_code == 503
+    assert int(starting.headers["retry-after"]) >= 1
+    assert starting.json()["backends"] == {"engine": False, "ollama": False}
+    assert len(starting.json()["unserved"]) == 2
+    # The engine is up; the model only Ollama has is not served yet.
+    deadline = time.monotonic() + 30
+    while (answer := httpx.get(url + "/ready")).json()["backends"]["engine"] is False:
+        assert answer.status_code == 503
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.1)
+    assert answer.status_code == 503
+    assert answer.json()["unserved"] == ["only-here"]
+    # Ollama comes up on its address: the next health check makes the gateway ready.
+    argv = [sys.executable, str(FAKE_OLLAMA), "--port", str(port), "--model", "fake-ollama"]
+    procs.append(Proc(argv).start())
+    wait_http(url + "/ready", timeout=10)
+    assert httpx.get(url + "/ready").json() == {
+        "status": "ready",
+        "engine": "ready",
+        "backends": {"engine": True, "ollama": True},
+    }
+
+
+def test_model_not_found_passes_over_and_only_the_last_404_is_answered(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """A backend that lacks the model says 404 (vLLM's or Ollama's words) before
+    the first byte: the next backend serving it is tried, and the 404 is not
+    held against the backend. When all lack it, the client gets the last 404."""
+    a, other = engines(procs, (), ())  # the second serves "fake" only: "ghost" is a 404
+    ollama = fake_ollama(procs, model="not-it")
+    names = {"fake": "ghost", "ghost": "ghost"}
+    config = (
+        '[[backends]]\nname = "engine"\nkind = "managed"\nrole = "fallback"\n'
+        + backend("vllm-without", other, models=names)
+        + "[[backends]]\n"
+        + f'name = "ollama-without"\nkind = "ollama"\nurl = "{ollama}"\n'
+        + 'models = { "fake" = "ghost", "ghost" = "ghost" }\n'
+    )
+    url = gateway(procs, tmp_path, config, *attached(a))
+    paths = ("/api/chat", "/v1/chat/completions", "/api/generate")
+    for path in paths:
+        body = CHAT if path != "/api/generate" else {"model": "fake", "prompt": "hi"}
+        answer = httpx.post(url + path, json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers[BACKEND] == "engine"
+    asked = [r["path"] for r in httpx.get(ollama + "/fake/requests").json()]
+    assert asked == list(paths)  # each was tried first, and passed over
+    for name in ("vllm-without", "ollama-without"):
+        assert metric(url, "vllama_backend_failures_total", backend=name) == 0
+        assert metric(url, "vllama_backend_breaker", backend=name, state="closed") == 1
+    # Nobody has "ghost" (the engine lists only "fake"): the last 404, in each dialect.
+    ollama_404 = httpx.post(url + "/api/chat", json={**CHAT, "model": "ghost"})
+    assert ollama_404.status_code == 404, ollama_404.text
+    assert set(ollama_404.json()) == {"error"}
+    assert "ghost" in ollama_404.json()["error"]
+    assert ollama_404.headers.get(BACKEND, "vllm-without") in {"vllm-without", "ollama-without"}
+    openai_404 = httpx.post(url + "/v1/chat/completions", json={**CHAT, "model": "ghost"})
+    assert openai_404.status_code == 404, openai_404.text
+    assert "ghost" in openai_404.json()["error"]["message"]
+    assert openai_404.headers[BACKEND] in {"vllm-without", "ollama-without"}
+    assert len(httpx.get(ollama + "/fake/requests").json()) == len(paths) + 2

@@ -78,6 +78,19 @@ def test_concurrency_counts_until_release() -> None:
     limiter.admit()
 
 
+def test_pace_counts_rates_but_not_concurrency() -> None:
+    """A WebSocket's later requests: its connection holds the one slot."""
+    limiter = Limiter(Limits(rpm=2, tpm=60, max_concurrency=1), now=0)
+    limiter.admit(now=0)  # the handshake
+    limiter.pace(now=0)
+    assert limiter.active == 1
+    with pytest.raises(RateLimited, match="request rate"):
+        limiter.pace(now=0)
+    limiter.charge(100, now=0)
+    with pytest.raises(RateLimited, match="token rate"):
+        limiter.pace(now=30)
+
+
 def test_limiters_keep_state_per_principal_until_limits_change() -> None:
     limiters = Limiters()
     first = limiters.get("k", Limits(rpm=1))

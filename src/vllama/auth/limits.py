@@ -75,6 +75,13 @@ class Limiter:
                 retry_after=1,
                 code="concurrency_limit_exceeded",
             )
+        self.pace(now)
+        self.active += 1
+
+    def pace(self, now: float | None = None) -> None:
+        """Count one more request in against the rate limits only, or raise
+        RateLimited: for the requests after the first on a WebSocket, whose
+        connection already holds its concurrency slot."""
         moment = time.monotonic() if now is None else now
         if self.tokens is not None:
             wait = self.tokens.positive(moment)
@@ -92,7 +99,6 @@ class Limiter:
                     retry_after=wait,
                     code="rate_limit_exceeded",
                 )
-        self.active += 1
 
     def release(self) -> None:
         self.active -= 1

@@ -1,11 +1,17 @@
-"""``vllama keys create|list|revoke|rotate``: API keys, in the key store.
+"""``vllama keys create|list|revoke|rotate``: API keys, over HTTP or in the store.
 
-Like ``engine``, these act on local state (the store the settings name: SQLite
-in the data directory, or PostgreSQL by ``database_url``), so they work with
-or without a running server; a running gateway sees the change within
-``auth_refresh_interval`` (1 s by default). The admin HTTP API (``/admin/keys``)
-does the same over the network. A secret is printed once, alone on stdout,
-and never stored.
+Two ways to reach the keys, one output:
+
+- ``--url http://host:port`` with the admin key (``--admin-key`` or
+  ``VLLAMA_ADMIN_KEY``): the running gateway's admin API (``/admin/keys``), as
+  every CLI command but ``serve`` talks to the server; that gateway applies
+  the change at once, and works on any machine that can reach it;
+- without ``--url``: the store the settings name (SQLite in the data
+  directory, or PostgreSQL by ``database_url``), like ``engine`` acts on local
+  state, so keys can be made before the first start or while no gateway runs;
+  a running gateway sees the change within ``auth_refresh_interval`` (1 s).
+
+A secret is printed once, alone on stdout, and never stored.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +28,6 @@ import click
 
 from vllama.auth.keys import (
     SHOWN,
-    KeyRecord,
     Limits,
     hash_secret,
     new_record,
@@ -29,6 +35,7 @@ from vllama.auth.keys import (
     parse_expires,
 )
 from vllama.auth.store import Store, StoreError, open_store
+from vllama.cli.admin_api import AdminAPI, AdminError
 from vllama.cli.status import ExitStatus
 from vllama.settings import Settings, SettingsError, load_settings
 
@@ -61,28 +68,59 @@ def with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T
 
 
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the keys are: a running gateway (``--url``) or the store."""
     fn = click.option("--config", type=click.Path(path_type=Path), help="TOML config file.")(fn)
     fn = click.option("--database-url", help="Key store (default: SQLite in the data directory).")(
         fn
     )
-    return click.option("--home", type=click.Path(path_type=Path), help="Data directory.")(fn)
+    fn = click.option("--home", type=click.Path(path_type=Path), help="Data directory.")(fn)
+    fn = click.option(
+        "--admin-key",
+        envvar="VLLAMA_ADMIN_KEY",
+        help="The gateway's admin key, with --url (better: VLLAMA_ADMIN_KEY).",
+    )(fn)
+    return click.option(
+        "--url",
+        help="A running gateway (http://host:port): use its admin API instead of the store.",
+    )(fn)
 
 
-def _table(records: list[KeyRecord]) -> None:
+def admin_api(url: str | None, admin_key: str | None) -> AdminAPI | None:
+    """The gateway to talk to, or None for the store."""
+    if url is None:
+        return None
+    if not admin_key:
+        raise click.UsageError("--url needs the admin key: --admin-key or VLLAMA_ADMIN_KEY")
+    return AdminAPI(url, admin_key)
+
+
+def over_http(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except AdminError as err:
+        raise click.ClickException(err.message) from err
+
+
+def _state(key: dict[str, Any]) -> str:
+    if key.get("revoked_at"):
+        return "revoked"
+    expires = key.get("expires_at")
+    if expires and datetime.fromisoformat(expires).timestamp() <= _now():
+        return "expired"
+    return f"active (expires {expires})" if expires else "active"
+
+
+def _table(keys: list[dict[str, Any]]) -> None:
+    """Keys as ``KeyRecord.public()`` (the admin API's shape) shows them."""
     click.echo(
         f"{'ID':17}{'NAME':20}{'PREFIX':11}{'MODELS':22}{'RPM':>7}{'TPM':>9}{'CONC':>6}  STATE"
     )
-    for r in records:
-        state = (
-            "revoked" if r.revoked_at is not None else ("active" if r.usable(_now()) else "expired")
-        )
-        expires = r.public()["expires_at"]
-        state += f" (expires {expires})" if expires and state == "active" else ""
-        models = ",".join(r.models) or "*"
-        lim = r.limits
+    for k in keys:
+        models = ",".join(k.get("models") or ()) or "*"
         click.echo(
-            f"{r.id:17}{r.name[:19]:20}{r.prefix + '…':11}{models[:21]:22}"
-            f"{_n(lim.rpm):>7}{_n(lim.tpm):>9}{_n(lim.max_concurrency):>6}  {state}"
+            f"{k['id']:17}{k['name'][:19]:20}{k['prefix'] + '…':11}{models[:21]:22}"
+            f"{_n(k.get('rpm')):>7}{_n(k.get('tpm')):>9}{_n(k.get('max_concurrency')):>6}"
+            f"  {_state(k)}"
         )
 
 
@@ -116,6 +154,8 @@ def create(
     max_concurrency: int | None,
     expires: str | None,
     as_json: bool,
+    url: str | None,
+    admin_key: str | None,
     home: Path | None,
     database_url: str | None,
     config: Path | None,
@@ -126,42 +166,73 @@ def create(
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--expires") from err
     allowed = tuple(m.strip() for m in (models or "").split(",") if m.strip())
-    record, secret = new_record(
-        name, models=allowed, limits=Limits(rpm, tpm, max_concurrency), expires_at=expires_at
-    )
-    settings = store_settings(home, database_url, config)
-    with_store(settings, lambda store: store.insert_key(record))
+    api = admin_api(url, admin_key)
+    if api is not None:
+        spec = {"name": name, "models": list(allowed), "rpm": rpm, "tpm": tpm}
+        spec.update(max_concurrency=max_concurrency, expires=expires)
+        created = over_http(lambda: api.create(spec))
+        key_id, secret = created["id"], created.pop("key")
+    else:
+        limits = Limits(rpm, tpm, max_concurrency)
+        record, secret = new_record(name, models=allowed, limits=limits, expires_at=expires_at)
+        settings = store_settings(home, database_url, config)
+        with_store(settings, lambda store: store.insert_key(record))
+        created, key_id = record.public(), record.id
     if as_json:
-        click.echo(json.dumps({**record.public(), "key": secret}))
+        click.echo(json.dumps({**created, "key": secret}))
         return
-    click.echo(f"created {record.id} ({name}); the secret is shown once:", err=True)
+    click.echo(f"created {key_id} ({name}); the secret is shown once:", err=True)
     click.echo(secret)
 
 
 @keys_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @store_options
-def list_(as_json: bool, home: Path | None, database_url: str | None, config: Path | None) -> None:
+def list_(
+    as_json: bool,
+    url: str | None,
+    admin_key: str | None,
+    home: Path | None,
+    database_url: str | None,
+    config: Path | None,
+) -> None:
     """List keys (never their secrets)."""
-    settings = store_settings(home, database_url, config)
-    records = with_store(settings, lambda store: store.keys())
-    if as_json:
-        click.echo(json.dumps([r.public() for r in records]))
+    api = admin_api(url, admin_key)
+    if api is not None:
+        keys = over_http(api.keys)
     else:
-        _table(records)
+        settings = store_settings(home, database_url, config)
+        keys = [r.public() for r in with_store(settings, lambda store: store.keys())]
+    if as_json:
+        click.echo(json.dumps(keys))
+    else:
+        _table(keys)
 
 
 @keys_group.command("revoke")
 @click.argument("key_id")
 @store_options
-def revoke(key_id: str, home: Path | None, database_url: str | None, config: Path | None) -> None:
-    """Revoke a key: running gateways refuse it within auth_refresh_interval."""
-    settings = store_settings(home, database_url, config)
-    record = with_store(settings, lambda store: store.revoke(key_id, _now()))
-    if record is None:
+def revoke(
+    key_id: str,
+    url: str | None,
+    admin_key: str | None,
+    home: Path | None,
+    database_url: str | None,
+    config: Path | None,
+) -> None:
+    """Revoke a key: refused at once by the gateway at --url, by others within
+    auth_refresh_interval."""
+    api = admin_api(url, admin_key)
+    if api is not None:
+        found = over_http(lambda: api.revoke(key_id))
+    else:
+        settings = store_settings(home, database_url, config)
+        record = with_store(settings, lambda store: store.revoke(key_id, _now()))
+        found = None if record is None else record.public()
+    if found is None:
         click.echo(f"no key {key_id}", err=True)
         raise SystemExit(ExitStatus.ERROR)
-    click.echo(f"revoked {record.id} ({record.name})", err=True)
+    click.echo(f"revoked {found['id']} ({found['name']})", err=True)
 
 
 @keys_group.command("rotate")
@@ -169,19 +240,32 @@ def revoke(key_id: str, home: Path | None, database_url: str | None, config: Pat
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @store_options
 def rotate(
-    key_id: str, as_json: bool, home: Path | None, database_url: str | None, config: Path | None
+    key_id: str,
+    as_json: bool,
+    url: str | None,
+    admin_key: str | None,
+    home: Path | None,
+    database_url: str | None,
+    config: Path | None,
 ) -> None:
     """Give a key a new secret (same id, limits and usage); the old one stops working."""
-    secret = new_secret()
-    settings = store_settings(home, database_url, config)
-    record = with_store(
-        settings, lambda store: store.rehash(key_id, secret[:SHOWN], hash_secret(secret), _now())
-    )
-    if record is None:
+    api = admin_api(url, admin_key)
+    if api is not None:
+        found = over_http(lambda: api.rotate(key_id))
+        secret = "" if found is None else found.pop("key")
+    else:
+        secret = new_secret()
+        settings = store_settings(home, database_url, config)
+        record = with_store(
+            settings,
+            lambda store: store.rehash(key_id, secret[:SHOWN], hash_secret(secret), _now()),
+        )
+        found = None if record is None else record.public()
+    if found is None:
         click.echo(f"no active key {key_id}", err=True)
         raise SystemExit(ExitStatus.ERROR)
     if as_json:
-        click.echo(json.dumps({**record.public(), "key": secret}))
+        click.echo(json.dumps({**found, "key": secret}))
         return
-    click.echo(f"rotated {record.id} ({record.name}); the new secret is shown once:", err=True)
+    click.echo(f"rotated {found['id']} ({found['name']}); the new secret is shown once:", err=True)
     click.echo(secret)

@@ -1,8 +1,9 @@
-"""``vllama usage``: requests and tokens per key, model and day, from the store.
+"""``vllama usage``: requests and tokens per key, model and day.
 
-Reads the same store as ``vllama keys`` (and ``/admin/usage``); a running
-gateway writes its counts every ``usage_flush_interval`` seconds and on a
-graceful stop.
+With ``--url`` and the admin key it asks a running gateway (``/admin/usage``),
+whose answer includes the counts it has not written yet; without, it reads the
+store like ``vllama keys`` does, where a gateway writes its counts every
+``usage_flush_interval`` seconds and on a graceful stop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import click
 
 from vllama.auth.store import Store, UsageRow
 from vllama.auth.usage import utc_day
-from vllama.cli.keys import store_options, store_settings, with_store
+from vllama.cli.keys import admin_api, over_http, store_options, store_settings, with_store
+
+_FIELDS = ("key_id", "model", "day", "requests", "prompt_tokens", "completion_tokens")
 
 
 @click.command("usage")
@@ -30,19 +33,27 @@ def usage(
     since: str | None,
     key_id: str | None,
     as_json: bool,
+    url: str | None,
+    admin_key: str | None,
     home: Path | None,
     database_url: str | None,
     config: Path | None,
 ) -> None:
     """Show usage per key, model and UTC day."""
     first = since or utc_day(time.time() - 86400 * (days - 1))
-    settings = store_settings(home, database_url, config)
+    api = admin_api(url, admin_key)
+    if api is not None:
+        found = over_http(lambda: api.usage(since=first, key_id=key_id))
+        names = {r["key_id"]: r["key_name"] for r in found if r.get("key_name") != r["key_id"]}
+        rows = [UsageRow(**{f: r[f] for f in _FIELDS}) for r in found]
+    else:
+        settings = store_settings(home, database_url, config)
 
-    async def read(store: Store) -> tuple[list[UsageRow], dict[str, str]]:
-        rows = await store.usage(since=first, key_id=key_id)
-        return rows, {k.id: k.name for k in await store.keys()}
+        async def read(store: Store) -> tuple[list[UsageRow], dict[str, str]]:
+            rows = await store.usage(since=first, key_id=key_id)
+            return rows, {k.id: k.name for k in await store.keys()}
 
-    rows, names = with_store(settings, read)
+        rows, names = with_store(settings, read)
     if as_json:
         click.echo(json.dumps([{**asdict(r), "key_name": names.get(r.key_id)} for r in rows]))
         return

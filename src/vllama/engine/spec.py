@@ -156,10 +156,20 @@ def free_port(host: str = ENGINE_HOST) -> int:
 
 
 def vllm_spec(
-    settings: Settings, *, kind: Kind, python: Path, model: str, served_name: str
+    settings: Settings,
+    *,
+    kind: Kind,
+    python: Path,
+    model: str,
+    served_name: str,
+    extra: bool = False,
+    log_name: str = "engine.log",
 ) -> EngineSpec:
-    """Everything the supervisor needs to run vLLM for ``model`` as ``served_name``."""
-    port = settings.engine_port or free_port()
+    """Everything the supervisor needs to run vLLM for ``model`` as ``served_name``.
+
+    ``extra``: an engine besides the first (``model_switch = add``), which never
+    takes the configured ``engine_port`` (the first engine has it)."""
+    port = (None if extra else settings.engine_port) or free_port()
     api_key = secrets.token_urlsafe(32)
     return EngineSpec(
         argv=vllm_argv(
@@ -169,7 +179,7 @@ def vllm_spec(
         host=ENGINE_HOST,
         port=port,
         api_key=api_key,
-        log_path=settings.logs_dir / "engine.log",
+        log_path=settings.logs_dir / log_name,
         start_timeout=settings.engine_start_timeout,
         stop_grace=settings.engine_stop_grace,
         restart_backoff=settings.restart_backoff,

@@ -19,6 +19,7 @@ end, so ``--out`` either does not exist or is complete. Never touches the networ
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -75,12 +76,14 @@ def check_weights(folder: Path) -> None:
 def convert(gguf: Path, out: Path) -> None:
     """Read ``gguf`` with transformers and write an HF folder into ``out`` (fresh dir)."""
     emit("reading", gguf=str(gguf), size=gguf.stat().st_size)  # before the slow imports
-    import torch  # type: ignore[import-not-found]
-    from transformers import (  # type: ignore[import-not-found]
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        GenerationConfig,
-    )
+    # Imported by name so that type checking the gateway does not depend on whether
+    # torch and transformers happen to be installed beside it (they run here, in
+    # the engine's python).
+    torch: Any = importlib.import_module("torch")
+    transformers: Any = importlib.import_module("transformers")
+    AutoModelForCausalLM = transformers.AutoModelForCausalLM
+    AutoTokenizer = transformers.AutoTokenizer
+    GenerationConfig = transformers.GenerationConfig
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(

@@ -2,7 +2,8 @@
 
 Why the library: its cache (shared with transformers and vLLM, so a model pulled
 once is never downloaded twice), its resume of a download cut mid-file (it asks
-again with ``Range``), ``HF_TOKEN`` and ``HF_ENDPOINT``. This module only chooses
+again with ``Range``), ``HF_TOKEN`` and ``HF_ENDPOINT``. Weights keep their
+partial bytes across a gateway restart too (``partial.py``). This module only chooses
 the files vLLM needs, reports bytes as they arrive, and maps the library's
 errors into ours where they enter. Every call blocks: run them in a thread.
 """
@@ -38,6 +39,7 @@ from huggingface_hub.errors import (
 
 from vllama.errors import VllamaError
 from vllama.models.aliases import HubRef
+from vllama.models.partial import CorruptDownload, blob_path, fetch_blob
 
 #: Top-level files vLLM reads: config, tokenizer, chat template, weights.
 WANTED = (
@@ -129,6 +131,8 @@ class Hub:
         self.cache_dir = cache_dir
         #: Set at shutdown: downloads in flight stop at their next chunk.
         self.stopping = threading.Event()
+        #: Blobs hashed as they were completed (partial.py): not hashed twice.
+        self._verified: set[Path] = set()
 
     @property
     def cache_root(self) -> Path:
@@ -192,14 +196,24 @@ class Hub:
                 raise PullError("pull cancelled: the server is stopping", status=503)
             on_bytes(count)
 
+        bar = cast(Any, bar_class(reporting))
         try:
+            if file.sha256 is not None and not constants.HF_HUB_OFFLINE:  # see partial.py
+                repo_id, sha256 = manifest.ref.repo_id, file.sha256
+                if fetch_blob(
+                    self.cache_root, repo_id, manifest.commit, file.path,
+                    sha256=sha256, size=file.size, tqdm_class=bar,
+                ):  # fmt: skip
+                    self._verified.add(blob_path(self.cache_root, repo_id, sha256))
             path = hf_hub_download(
                 manifest.ref.repo_id,
                 file.path,
                 revision=manifest.commit,
                 cache_dir=self.cache_dir,
-                tqdm_class=cast(Any, bar_class(reporting)),
+                tqdm_class=bar,
             )
+        except CorruptDownload as exc:
+            raise PullError(str(exc)) from exc
         except PullError:
             raise
         except Exception as exc:
@@ -221,9 +235,8 @@ class Hub:
                 return strategy.expected_freed_size
         return 0
 
-    @staticmethod
-    def verify(file: HubFile, path: Path) -> None:
-        if file.sha256 is None:
+    def verify(self, file: HubFile, path: Path) -> None:
+        if file.sha256 is None or path.resolve() in self._verified:
             return
         digest = hashlib.sha256()
         with path.open("rb") as handle:

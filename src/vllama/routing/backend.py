@@ -36,6 +36,7 @@ class Backend:
         self.served = 0  #: requests it answered (committed to)
         self.failures = 0  #: failures before the first byte
         self.healthy = True  #: the last active health check's verdict
+        self.checked = False  #: an active check has given a verdict
         self.last_pick = 0  #: a sequence number: ties go to the least recently picked
         #: Implicit backend only: names it does not serve (only other backends list them).
         self.elsewhere: frozenset[str] = frozenset()
@@ -66,6 +67,25 @@ class Backend:
     def available(self) -> bool:
         """May get traffic: engine ready, last health check passed, breaker lets it."""
         return self.engine_ready and self.healthy and self.breaker.ready()
+
+    @property
+    def actively_checked(self) -> bool:
+        """Probed by the health checker: all but a managed engine (its supervisor
+        polls it) and those whose ``health_path`` is ``""``."""
+        attached = self.engine is None or self.engine.state == "attached"
+        return attached and bool(self.config.health_route)
+
+    @property
+    def up(self) -> bool:
+        """Available, and known to be: where there are active checks, one has
+        passed (routing is optimistic before the first check; readiness is not)."""
+        return self.available and (self.checked or not self.actively_checked)
+
+    @property
+    def on_demand(self) -> bool:
+        """A managed engine stopped on purpose (its models unloaded after their
+        keep_alive): the next request for them starts it again."""
+        return self.engine is not None and self.engine.state == "stopped"
 
     @property
     def saturated(self) -> bool:

@@ -34,24 +34,23 @@ async def check(upstream: Upstream, backend: Backend, limit: float) -> bool:
 async def _round(upstream: Upstream, backends: list[Backend], limit: float) -> None:
     verdicts = await asyncio.gather(*(check(upstream, b, limit) for b in backends))
     for backend, healthy in zip(backends, verdicts, strict=True):
-        if healthy != backend.healthy:
-            log.warning("backend %s is %s", backend.name, "healthy" if healthy else "unhealthy")
+        if healthy != backend.healthy or not backend.checked:
+            level = logging.INFO if healthy else logging.WARNING
+            log.log(level, "backend %s is %s", backend.name, "healthy" if healthy else "unhealthy")
         backend.healthy = healthy
+        backend.checked = True
 
 
 async def watch_health(upstream: Upstream, backends: list[Backend], interval: float) -> None:
-    """Run forever (until cancelled); the first round runs after one interval."""
-    checked = [
-        b
-        for b in backends
-        if b.config.health_route and (b.engine is None or b.engine.state == "attached")
-    ]
+    """Run forever (until cancelled); the first round runs at once, so that
+    ``/ready`` knows soon which backends are up."""
+    checked = [b for b in backends if b.actively_checked]
     if not checked:
         return
     timeout = min(2.0, interval)
     while True:
-        await asyncio.sleep(interval)
         try:
             await _round(upstream, checked, timeout)
         except Exception:  # a bug here must not end the checks for good
             log.exception("health check round failed")
+        await asyncio.sleep(interval)

@@ -5,7 +5,9 @@ the backend's own model name, sends the request and waits for the first thing
 worth committing to (a status and the first chunk). The router tries backends
 in balance order (``balance.order``); an attempt that fails before that point
 (connection refused, no first byte in time, a 5xx status) counts against the
-backend's breaker and the next backend is tried. Once an attempt returns, the
+backend's breaker and the next backend is tried; a 404 saying the model is not
+there (``fails_over``) moves on too, without blaming the backend, and only the
+last backend's 404 reaches the client. Once an attempt returns, the
 router is done: whatever goes wrong later is the stream's, reported in-band,
 never retried, so no generation is ever duplicated after bytes were sent.
 
@@ -67,6 +69,26 @@ def retryable(err: VllamaError) -> bool:
     if isinstance(err, UpstreamUnreachable | UpstreamTimeout):
         return True
     return isinstance(err, UpstreamError) and err.status >= 500
+
+
+def model_missing(status: int, message: str) -> bool:
+    """A 404 saying the backend lacks the model (vLLM: "The model `x` does not
+    exist", Ollama: "model 'x' not found"): another backend may have it."""
+    text = message.lower()
+    return status == 404 and "model" in text and ("not found" in text or "does not exist" in text)
+
+
+def fails_over(status: int, message: str) -> bool:
+    """An error status, before the first byte, that sends the request on to the
+    next backend: a 5xx, or the model missing there. Other 4xx are the client's."""
+    return status >= 500 or model_missing(status, message)
+
+
+def _passed_over(err: VllamaError) -> bool:
+    """An error raised by an attempt that another backend may not give."""
+    return retryable(err) or (
+        isinstance(err, UpstreamError) and model_missing(err.status, err.message)
+    )
 
 
 class Lease:
@@ -234,7 +256,7 @@ class Router:
                 last = self._failed(backend, lease, exc)
                 continue
             except VllamaError as err:
-                if retryable(err):
+                if _passed_over(err):
                     last = self._failed(backend, lease, Failover(err))
                     continue
                 backend.breaker.success()  # it answered, if only to refuse
@@ -256,9 +278,15 @@ class Router:
         return cast(T, last.answer), lease
 
     def _failed(self, backend: Backend, lease: Lease, exc: Failover) -> Failover:
+        """Pass ``backend`` over; only a fault of its own (not a missing model,
+        which it answered properly) counts against its breaker."""
+        lease.release()
+        if not retryable(exc.error):
+            backend.breaker.success()
+            log.info("backend %s passed over: %s", backend.name, exc.error)
+            return exc
         backend.failures += 1
         backend.breaker.failure()
-        lease.release()
         log.warning("backend %s failed before the first byte: %s", backend.name, exc.error)
         return exc
 

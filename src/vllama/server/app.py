@@ -23,7 +23,7 @@ from vllama.server.middleware.auth import AuthMiddleware
 from vllama.server.middleware.cors import cors_middleware
 from vllama.server.middleware.fast_path import FastPath
 from vllama.server.middleware.request_id import RequestIdMiddleware
-from vllama.server.routes import admin, manage, models, ollama, openai, ops
+from vllama.server.routes import admin, manage, models, ollama, openai, ops, ws
 
 log = logging.getLogger("vllama.server")
 
@@ -93,15 +93,20 @@ def create_app(gateway: Gateway, *, access_log: bool = True) -> ASGIApp:
             ),
             name="vllama-backend-health",
         )
+        tasks = [follower, health]
+        if gateway.fleet is not None:  # keep_alive: stops engines left idle
+            tasks.append(asyncio.create_task(gateway.fleet.run(), name="vllama-keep-alive"))
         try:
             yield
         finally:
-            for task in (follower, health):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if gateway.models is not None:
                 await gateway.models.close()
+            if gateway.fleet is not None:
+                await gateway.fleet.close()
             await gateway.engine.stop()
             await gateway.upstream.close()
             await gateway.auth.stop()
@@ -115,6 +120,7 @@ def create_app(gateway: Gateway, *, access_log: bool = True) -> ASGIApp:
             *manage.routes,
             *openai.routes(relay),
             *admin.routes,
+            *ws.routes,
         ],
         exception_handlers={
             VllamaError: _on_vllama_error,

@@ -13,40 +13,18 @@ from starlette.requests import Request
 
 from vllama.auth.service import AuthService
 from vllama.engine.handle import EngineHandle
+from vllama.engine.supervisor import Supervisor
 from vllama.errors import EngineUnavailable
 from vllama.metrics import Metrics
-from vllama.models.catalog import Catalog
+from vllama.models.catalog import Catalog, ServedModel
 from vllama.models.manager import ModelManager
 from vllama.routing.metrics import RouterCollector
 from vllama.routing.router import Router
+from vllama.server.fleet import Fleet, KeepAlive
 from vllama.settings import Settings
 from vllama.upstream.client import Upstream
 
-#: What Ollama shows for "kept forever": Go's zero-ish far future.
-FOREVER_SECONDS = 292 * 365 * 24 * 3600
-
-
-@dataclass
-class KeepAlive:
-    """When each model would expire under Ollama's keep_alive rules.
-
-    The engine is shared and long-lived, so expiry is reported (``/api/ps``),
-    not acted on.
-    """
-
-    default_seconds: float | None
-    _expires: dict[str, float] = field(default_factory=dict)
-
-    def touch(self, name: str, seconds: float | None, *, now: float | None = None) -> None:
-        moment = time.time() if now is None else now
-        self._expires[name] = moment + (FOREVER_SECONDS if seconds is None else seconds)
-
-    def expires_at(self, name: str) -> float:
-        found = self._expires.get(name)
-        if found is not None:
-            return found
-        seconds = self.default_seconds
-        return time.time() + (FOREVER_SECONDS if seconds is None else seconds)
+__all__ = ["Gateway", "KeepAlive", "gateway_of", "request_id_of"]
 
 
 @dataclass
@@ -62,6 +40,8 @@ class Gateway:
     metrics: Metrics = field(init=False)
     auth: AuthService = field(init=False)
     router: Router = field(init=False)  #: the backends: the engine first, then the config's
+    #: The managed engines and what each serves (keep_alive, LRU); None when attached.
+    fleet: Fleet | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.engine)
@@ -74,18 +54,23 @@ class Gateway:
             breaker_failures=settings.breaker_failures,
             breaker_cooldown=settings.breaker_cooldown,
         )
+        if isinstance(self.engine, Supervisor):  # before adopt: the engine's own models
+            self.fleet = Fleet(self.engine, self.router, self.catalog, self.keep_alive)
         self.router.adopt(self.catalog)
         self.metrics.registry.register(RouterCollector(self.router))
 
     def engine_url(self, path: str) -> str:
         return self.engine.base_url + path
 
-    def require_ready(self) -> None:
-        """Model routes call this first: 503 + Retry-After while the engine is not ready."""
-        if not self.engine.is_ready:
+    def require_ready(self, model: ServedModel | None = None) -> None:
+        """503 + Retry-After while the engine (the one serving ``model``) is not ready."""
+        engine = self.engine
+        slot = self.fleet.slot_of(model) if self.fleet is not None and model else None
+        if slot is not None:
+            engine = slot.engine
+        if not engine.is_ready:
             raise EngineUnavailable(
-                f"engine is {self.engine.state}, try again shortly",
-                retry_after=self.engine.retry_after(),
+                f"engine is {engine.state}, try again shortly", retry_after=engine.retry_after()
             )
 
 

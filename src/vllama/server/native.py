@@ -21,7 +21,7 @@ from vllama.auth.metering import Meter
 from vllama.errors import UpstreamError, VllamaError
 from vllama.protocol.ndjson import dumps_line
 from vllama.routing.backend import Backend
-from vllama.routing.router import BACKEND_HEADER, Failover
+from vllama.routing.router import BACKEND_HEADER, Failover, fails_over
 from vllama.routing.stream import Peeked, peek
 from vllama.server.gateway import Gateway
 from vllama.upstream.client import UpstreamResponse
@@ -38,7 +38,8 @@ def _message(payload: bytes) -> str:
 
 
 async def _error_answer(backend: Backend, response: UpstreamResponse) -> Response:
-    """The backend's own error, relayed; a 5xx raises Failover carrying it."""
+    """The backend's own error, relayed; one worth another backend (a 5xx, the
+    model not there) raises Failover carrying it."""
     payload = await response.read()
     if not payload.strip():
         payload = orjson.dumps({"error": f"backend {backend.name} answered {response.status}"})
@@ -48,8 +49,9 @@ async def _error_answer(backend: Backend, response: UpstreamResponse) -> Respons
         media_type="application/json",
         headers={BACKEND_HEADER: backend.name},
     )
-    if response.status >= 500:
-        raise Failover(UpstreamError(_message(payload), status=response.status), answer)
+    message = _message(payload)
+    if fails_over(response.status, message):
+        raise Failover(UpstreamError(message, status=response.status), answer)
     return answer
 
 

@@ -88,6 +88,12 @@ class _Generation:
             self.meter.tokens(final.get("prompt_eval_count", 0), final.get("eval_count", 0))
         return final
 
+    def charge_so_far(self) -> None:
+        """The generation ended without its final object (client gone, error):
+        charge the running usage last seen (a no-op once ``final`` charged)."""
+        if self.meter is not None:
+            self.meter.usage(self.state.usage)
+
 
 class _Started:
     """A translated generation whose first output has arrived (the commit point)."""
@@ -120,7 +126,13 @@ async def ollama_generation(
 ) -> Response | LiveStream:
     """One generation through the router: translated to an OpenAI-compatible
     backend, or ``native`` (the client's body) as it is to an Ollama one."""
-    body = dict(call.body, stream=True, stream_options={"include_usage": True})
+    # Metered, the engine reports the running usage on every chunk
+    # (``continuous_usage_stats``), so a client that leaves mid-way is charged
+    # what was generated until then.
+    usage = {"include_usage": True}
+    if meter is not None:
+        usage["continuous_usage_stats"] = True
+    body = dict(call.body, stream=True, stream_options=usage)
     timings = Timings(
         arrived_ns=arrived_ns, sent_ns=time.monotonic_ns(), first_token_ns=None, done_ns=0
     )
@@ -190,6 +202,7 @@ async def _ndjson(
     except VllamaError as err:
         yield dumps_line({"error": err.message})
     finally:
+        generation.charge_so_far()
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -200,8 +213,12 @@ async def _collect(
     kind: Kind,
 ) -> Response:
     pieces: list[dict[str, Any]] = list(first)
-    async for event in events:
-        pieces.extend(generation.translate(event))
+    try:
+        async for event in events:
+            pieces.extend(generation.translate(event))
+    except BaseException:
+        generation.charge_so_far()  # broke off; final() charges a whole answer
+        raise
     return Response(
         orjson.dumps(merge_stream(kind, pieces, generation.final())), media_type="application/json"
     )

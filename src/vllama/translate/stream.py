@@ -41,6 +41,11 @@ class OllamaStream:
         """True once any output (text, reasoning, tool call) has arrived."""
         return self._first
 
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The last usage the engine reported (running, with continuous usage stats)."""
+        return self._usage
+
     def feed(self, chunk: dict[str, Any], created_at: str) -> list[dict[str, Any]]:
         """One decoded engine chunk -> the Ollama objects to send now."""
         usage = chunk.get("usage")

@@ -87,8 +87,11 @@ async def _pull_lines(head: list[Event], events: AsyncIterator[Event]) -> AsyncI
 async def delete(request: Request) -> Response:
     gw = gateway_of(request)
     name = model_name(await _body(request))
-    served = {names.normalize(m.name) for m in gw.catalog.all() if m.local is not None}
+    loaded = gw.fleet.loaded_models() if gw.fleet is not None else gw.catalog.all()
+    served = {names.normalize(m.name) for m in loaded if m.local is not None}
     await asyncio.to_thread(_manager(gw).delete, name, served=served)
+    if gw.fleet is not None:  # an engine unloaded by keep_alive must not load it again
+        gw.fleet.forget(name)
     return Response(status_code=200)
 
 

@@ -10,13 +10,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vllama.auth.principal import allow_model, visible
-from vllama.errors import ModelNotFound
 from vllama.models.catalog import ServedModel
 from vllama.models.modelfile import modelfile_text, parameters_text
 from vllama.models.names import normalize
 from vllama.protocol.ollama import format_time
 from vllama.server.body import model_name, parse_object, read_body
 from vllama.server.gateway import Gateway, gateway_of
+from vllama.server.switch import find_model
 
 _UNKNOWN_DETAILS: dict[str, Any] = {
     "parent_model": "",
@@ -61,23 +61,11 @@ async def tags(request: Request) -> Response:
     return JSONResponse({"models": [_summary(m) for m in models]})
 
 
-def _find_for_show(gw: Gateway, typed: str) -> ServedModel:
-    """Served models and, without an engine serving them, models on disk."""
-    found = gw.catalog.find(typed)
-    if found is None and gw.models is not None:
-        local = gw.models.store.get(typed)
-        if local is not None:
-            found = ServedModel(name=local.name, served_name=local.name, local=local)
-    if found is None:
-        raise ModelNotFound(typed)
-    return found
-
-
 async def show(request: Request) -> Response:
     gw = gateway_of(request)
     raw = await read_body(request, gw.settings.max_body_bytes)
     body = parse_object(raw) if raw.strip() else {}
-    model = _find_for_show(gw, model_name(body))
+    model = find_model(gw, model_name(body))  # served, or without an engine, on disk
     allow_model(request.scope, model_name(body), model.name, model.served_name)
     local = model.local
     info: dict[str, Any] = dict(local.model_info) if local else {}
@@ -101,10 +89,10 @@ async def show(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-def _running(gw: Gateway, model: ServedModel) -> dict[str, Any]:
+def _running(gw: Gateway, model: ServedModel, expires_at: float) -> dict[str, Any]:
     entry = _summary(model)
     entry.pop("capabilities")
-    entry["expires_at"] = format_time(int(gw.keep_alive.expires_at(model.name) * 10**9))
+    entry["expires_at"] = format_time(int(expires_at * 10**9))
     entry["size_vram"] = entry["size"] if gw.device == "gpu" else 0
     if model.max_model_len:
         entry["context_length"] = model.max_model_len
@@ -112,12 +100,29 @@ def _running(gw: Gateway, model: ServedModel) -> dict[str, Any]:
 
 
 async def ps(request: Request) -> Response:
+    """What is loaded: each ready managed engine's models, expiring when keep_alive
+    will stop that engine (server/fleet.py); attached, what the engine serves."""
     gw = gateway_of(request)
-    if not gw.engine.is_ready:
-        return JSONResponse({"models": []})
-    running = [_running(gw, m) for m in gw.catalog.all()]
+    fleet = gw.fleet
+    if fleet is None:
+        if not gw.engine.is_ready:
+            return JSONResponse({"models": []})
+        models = [(m, gw.keep_alive.expires_at(m.name)) for m in gw.catalog.all()]
+    else:
+        loaded = [s for s in fleet.slots if s.engine.is_ready]
+        served = {s: s.expires_at(gw.keep_alive) for s in loaded}
+        models = [(m, served[s]) for s in loaded for m in gw.catalog.all() if s.serves(m)]
+    running = [_running(gw, m, expires) for m, expires in _visible_pairs(request, models)]
     running.sort(key=lambda e: str(e["expires_at"]), reverse=True)
     return JSONResponse({"models": running})
+
+
+def _visible_pairs(
+    request: Request, pairs: list[tuple[ServedModel, float]]
+) -> list[tuple[ServedModel, float]]:
+    """The pairs whose model the caller's key may see."""
+    shown = {id(m) for m in visible(request.scope, [m for m, _ in pairs])}
+    return [(m, e) for m, e in pairs if id(m) in shown]
 
 
 def _openai_model(model: ServedModel) -> dict[str, Any]:

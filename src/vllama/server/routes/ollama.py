@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from vllama.errors import BadRequest
 from vllama.models.catalog import ServedModel
@@ -22,11 +23,11 @@ from vllama.protocol.ollama import parse_keep_alive, parse_think
 from vllama.routing.backend import Backend
 from vllama.routing.router import BACKEND_HEADER, Lease
 from vllama.server.body import model_name, parse_object, read_body
-from vllama.server.gateway import gateway_of, request_id_of
+from vllama.server.gateway import Gateway, gateway_of, request_id_of
 from vllama.server.native import native_answer
 from vllama.server.relay import Kind, now_text, ollama_generation
 from vllama.server.streaming import LiveStream
-from vllama.server.switch import load_model
+from vllama.server.switch import find_model, load_model, unload_model, wait_loaded
 from vllama.translate.requests import (
     chat_request,
     embed_request,
@@ -48,6 +49,8 @@ async def _body(request: Request, *, empty: dict[str, Any] | None = None) -> dic
 
 def _check_capabilities(kind: Kind, body: dict[str, Any], typed: str, model: ServedModel) -> None:
     caps = model.capabilities
+    if "completion" not in caps:  # an embedding model: the engine has no chat for it
+        raise BadRequest(f'"{typed}" does not support {kind}')
     think = parse_think(body.get("think"))
     if think not in (None, False) and "thinking" not in caps:
         raise BadRequest(f'"{typed}" does not support thinking')
@@ -67,14 +70,26 @@ async def _generation(request: Request, kind: Kind) -> Response | LiveStream:
     arrived = time.monotonic_ns()
     gw = gateway_of(request)
     body = await _body(request, empty={})
+    return await generation(gw, request.scope, body, kind, request_id_of(request), arrived)
+
+
+async def generation(
+    gw: Gateway, scope: Scope, body: dict[str, Any], kind: Kind, request_id: str, arrived: int
+) -> Response | LiveStream:
+    """One ``/api/chat`` or ``/api/generate`` request, its body already read:
+    shared by the HTTP routes and the WebSocket (``routes/ws.py``)."""
     typed = model_name(body, missing_is_404=kind == "generate")
-    model = await load_model(gw, typed)
-    gw.auth.admit_request(request.scope, body, typed, model.name, model.served_name)
     keep = parse_keep_alive(body.get("keep_alive"), gw.settings.keep_alive)
+    unload = keep == 0 and is_load_request(kind, body)  # nothing to load for
+    model = find_model(gw, typed) if unload else await load_model(gw, typed)
+    gw.auth.admit_request(scope, body, typed, model.name, model.served_name)
+    if unload:
+        await unload_model(gw, model)
+        return JSONResponse(load_response(kind, typed, now_text(), unload=True))
     if is_load_request(kind, body):
-        gw.require_ready()
+        await wait_loaded(gw, model)
         gw.keep_alive.touch(model.name, keep)
-        return JSONResponse(load_response(kind, typed, now_text(), unload=keep == 0))
+        return JSONResponse(load_response(kind, typed, now_text(), unload=False))
     _check_capabilities(kind, body, typed, model)
     translate = chat_request if kind == "chat" else generate_request
     local = model.local  # a created model's SYSTEM and PARAMETERs, under the request's own
@@ -83,9 +98,9 @@ async def _generation(request: Request, kind: Kind) -> Response | LiveStream:
     call = translate(body, model.served_name, default_options=local.parameters if local else None)
     gw.keep_alive.touch(model.name, keep)
     return await ollama_generation(
-        gw, call, kind=kind, model=typed, arrived_ns=arrived, request_id=request_id_of(request),
-        meter=gw.auth.meter(request.scope, model.name),
-        served=model, native=body, key=gw.router.key_for(model, request.scope, body),
+        gw, call, kind=kind, model=typed, arrived_ns=arrived, request_id=request_id,
+        meter=gw.auth.meter(scope, model.name),
+        served=model, native=body, key=gw.router.key_for(model, scope, body),
     )  # fmt: skip
 
 

@@ -1,7 +1,10 @@
 """The OpenAI API, relayed: checked, renamed, and otherwise left alone.
 
-Only ``model`` and ``stream`` are read. The client's body is forwarded as it
-came unless the model name must change to the engine's served name, so every
+Only ``model``, ``stream`` and ``stream_options`` are read. The client's body
+is forwarded as it came unless the model name must change to the engine's
+served name, or a metered stream lacks ``stream_options.include_usage`` (the
+engine is then asked for usage, and ``auth/hidden_usage.py`` takes it out of
+the relayed bytes again, so the client sees what it asked for), so every
 field the engine supports (n, logprobs, tool_choice, response_format,
 structured outputs, extra sampling parameters) works without the gateway
 knowing it. Engine bytes come back as they arrive: no re-serialisation, no
@@ -20,10 +23,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from vllama.auth.hidden_usage import HiddenUsage, ask_usage
 from vllama.auth.metering import Meter
 from vllama.errors import BadRequest, UpstreamError, VllamaError
 from vllama.routing.backend import Backend
-from vllama.routing.router import BACKEND_HEADER, Failover, Lease
+from vllama.routing.router import BACKEND_HEADER, Failover, Lease, fails_over
 from vllama.routing.stream import Leased, Peeked, peek
 from vllama.server.body import ClientGone, parse_object, receive_body
 from vllama.server.errors import error_response, openai_error_body
@@ -39,15 +43,28 @@ log = logging.getLogger("vllama.server")
 Opened = Response | Peeked | UpstreamResponse
 
 
-async def _relay_chunks(opened: Peeked, meter: Meter | None) -> AsyncIterator[bytes]:
+async def _relay_chunks(
+    opened: Peeked, meter: Meter | None, hidden: HiddenUsage | None = None
+) -> AsyncIterator[bytes]:
+    """The engine's stream as it comes; with ``hidden``, less the usage the
+    gateway asked for on the client's behalf."""
     try:
         chunk = opened.first
         while chunk:
-            if meter is not None:
-                meter.feed(chunk)
-            yield chunk
+            if hidden is not None:
+                relayed = hidden.feed(chunk)
+                if relayed:
+                    yield relayed
+            else:
+                if meter is not None:
+                    meter.feed(chunk)
+                yield chunk
             chunk = await anext(opened.rest, b"")
+        if hidden is not None and (rest := hidden.close()):
+            yield rest
     except VllamaError as err:
+        if hidden is not None and (rest := hidden.close()):
+            yield rest
         yield b"data: " + openai_error_body(err) + b"\n\n"
     finally:
         opened.response.close()
@@ -69,6 +86,8 @@ def _faithful_error(status: int, payload: bytes) -> Response:
 
 #: The paths the relay serves; the app sends POSTs to them straight to it.
 RELAY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+#: The paths whose streams can report usage (``stream_options.include_usage``).
+USAGE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class Relay:
@@ -104,9 +123,15 @@ class Relay:
         gw.auth.admit_request(scope, body, name, model.name, model.served_name)
         headers = {"content-type": "application/json", "x-request-id": scope["state"]["request_id"]}
         stream = body.get("stream") is True
+        meter = gw.auth.meter(scope, model.name)
+        asked = None
+        if stream and meter is not None and scope["path"] in USAGE_PATHS:
+            asked = ask_usage(body)
+        sent = body if asked is None else asked
 
         async def attempt(backend: Backend, target: str, lease: Lease) -> Opened:
-            payload = raw if target == name else orjson.dumps(dict(body, model=target))
+            same = target == name and asked is None
+            payload = raw if same else orjson.dumps(dict(sent, model=target))
             response = await gw.upstream.open(
                 "POST",
                 backend.base_url + scope["path"],
@@ -118,28 +143,28 @@ class Relay:
                 error = await response.read()
                 answer = _faithful_error(response.status, error)
                 answer.headers[BACKEND_HEADER] = backend.name
-                if response.status >= 500:  # the next backend, or this answer if none is left
-                    failed = UpstreamError(openai_error_message(error), status=response.status)
-                    raise Failover(failed, answer)
+                message = openai_error_message(error)
+                if fails_over(response.status, message):  # the next backend, or this answer
+                    raise Failover(UpstreamError(message, status=response.status), answer)
                 return answer
             return await peek(response) if stream else response
 
         key = gw.router.key_for(model, scope, body)
         result, lease = await gw.router.route(model, attempt, key=key)
-        return await _answer(gw, scope, model.name, result, lease)
+        hidden = HiddenUsage(meter) if asked is not None and meter is not None else None
+        return await _answer(result, lease, meter, hidden)
 
 
 async def _answer(
-    gw: Gateway, scope: Scope, model: str, result: Opened, lease: Lease
+    result: Opened, lease: Lease, meter: Meter | None, hidden: HiddenUsage | None
 ) -> Response | LiveStream:
     """The committed answer: relayed as a stream, or read whole (the lease ends with it)."""
     if isinstance(result, Response):
         return result
     tag = {BACKEND_HEADER: lease.backend.name}
-    meter = gw.auth.meter(scope, model)
     if isinstance(result, Peeked):
         media_type = result.response.headers.get("content-type", "text/event-stream")
-        chunks = Leased(_relay_chunks(result, meter), lease, result.response)
+        chunks = Leased(_relay_chunks(result, meter, hidden), lease, result.response)
         return LiveStream(chunks, media_type=media_type, headers=tag)
     try:
         payload = await result.read()

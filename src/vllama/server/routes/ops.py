@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from vllama import __version__
 from vllama.protocol.ollama import OLLAMA_VERSION
+from vllama.routing.readiness import readiness
 from vllama.server.gateway import gateway_of
 from vllama.server.openapi import openapi_document
 
@@ -28,15 +29,24 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Ready to serve models: 503 + Retry-After until the engine is."""
-    engine = gateway_of(request).engine
-    if engine.is_ready:
-        return JSONResponse({"status": "ready", "engine": engine.state})
-    return JSONResponse(
-        {"status": "not ready", "engine": engine.state},
-        status_code=503,
-        headers={"Retry-After": str(engine.retry_after())},
-    )
+    """Ready to serve models: each model has a backend that is up (the engine,
+    or another backend serving it); 503 + Retry-After until then."""
+    gw = gateway_of(request)
+    engine = gw.engine
+    verdict = readiness(gw.router.backends, gw.catalog.all())
+    body: dict[str, object] = {
+        "status": "ready" if verdict.ready else "not ready",
+        "engine": engine.state,
+        "backends": verdict.backends,
+    }
+    if verdict.on_demand:
+        body["on_demand"] = verdict.on_demand
+    if verdict.ready:
+        return JSONResponse(body)
+    if verdict.unserved:
+        body["unserved"] = verdict.unserved
+    retry = engine.retry_after() if not engine.is_ready else 1
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(retry)})
 
 
 async def metrics(request: Request) -> Response:
