@@ -128,3 +128,27 @@ def test_an_ollama_client_that_leaves_mid_stream_is_charged_what_was_generated(
     requests, prompt, completion = usage_of(url, key_id)
     assert (requests, prompt) == (1, 3)
     assert 4 <= completion < 200
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_an_openai_client_that_leaves_mid_stream_is_charged_the_tokens_it_got(
+    stack: tuple[str, str], include_usage: bool
+) -> None:
+    _, url = stack
+    key_id, key = new_key(url)
+    body: dict[str, object] = {**CHAT, "stream": True, "max_tokens": 200}  # 4 s of tokens
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    with httpx.stream(
+        "POST", url + "/v1/chat/completions", json=body, headers=bearer(key), timeout=30
+    ) as answer:
+        events = (line for line in answer.iter_lines() if line.startswith("data: "))
+        for _ in range(6):  # the role, then 5 tokens
+            assert '"choices"' in next(events)
+    deadline = time.monotonic() + 5
+    while usage_of(url, key_id)[0] == 0:
+        assert time.monotonic() < deadline, "the abandoned stream was never counted"
+        time.sleep(0.05)
+    requests, _, completion = usage_of(url, key_id)
+    assert requests == 1
+    assert 5 <= completion < 200

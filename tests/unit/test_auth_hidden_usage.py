@@ -135,3 +135,24 @@ def test_usage_is_asked_only_when_the_client_did_not(
         assert asked is not None
         assert json.loads(json.dumps(asked["stream_options"], sort_keys=True)) == sent
         assert asked["model"] == "m"
+
+
+def test_a_stream_cut_before_its_usage_is_charged_the_tokens_it_relayed() -> None:
+    engine = chat_stream(usage=True, fingerprint=None)
+    recorded: list[tuple[int, int]] = []
+    principal = Principal("k", "k", sink=lambda _id, _m, p, c: recorded.append((p, c)))
+    meter = Meter(principal, "m")
+    hidden = HiddenUsage(meter)
+    hidden.feed(engine[: engine.index(b'"choices":[],')])  # the role and two tokens
+    hidden.close()
+    meter.close()
+    assert recorded == [(0, 2)]
+
+
+def test_a_whole_stream_is_charged_its_usage_not_an_estimate() -> None:
+    recorded: list[tuple[int, int]] = []
+    principal = Principal("k", "k", sink=lambda _id, _m, p, c: recorded.append((p, c)))
+    meter = Meter(principal, "m")
+    meter.feed(chat_stream(usage=True, fingerprint=None))
+    meter.close()
+    assert recorded == [(7, 3)]

@@ -83,6 +83,7 @@ class HiddenUsage:
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to relay now for one engine chunk (maybe none)."""
+        self._meter.feed(chunk)  # for a stream cut before its usage event
         data = self._partial + chunk if self._partial else chunk
         out: list[bytes] = []
         start = 0

@@ -4,8 +4,12 @@ A ``Meter`` belongs to one model request. The Ollama path hands it the counts
 of its final object; the OpenAI relay hands it a non-stream body, or shows it
 each relayed stream chunk (it keeps references to the last 4 KB, no copies)
 and, when the stream ends, decodes only the last event that names ``usage``.
-Counts are recorded once; a request that ends without any are recorded as a
-request with zero tokens.
+Counts are recorded once. A stream cut before its usage event (the client
+left, the engine broke) is charged the completion tokens it did relay, counted
+as its events after the first (the role) and before ``[DONE]`` (vLLM sends a
+token an event), so leaving early does
+not make a stream free; other requests that end without counts are recorded
+with zero tokens.
 """
 
 from __future__ import annotations
@@ -51,13 +55,14 @@ def sse_usage(tail: bytes) -> tuple[int, int]:
 
 
 class Meter:
-    __slots__ = ("_done", "_kept", "_last", "model", "principal")
+    __slots__ = ("_done", "_events", "_kept", "_last", "model", "principal")
 
     def __init__(self, principal: Principal, model: str) -> None:
         self.principal = principal
         self.model = model
         self._last: list[bytes] = []
         self._kept = 0
+        self._events = 0
         self._done = False
 
     def tokens(self, prompt: int, completion: int) -> None:
@@ -78,6 +83,7 @@ class Meter:
 
     def feed(self, chunk: bytes) -> None:
         """A relayed stream chunk (kept by reference while among the last 4 KB)."""
+        self._events += chunk.count(b"\n\n")  # complete events (a chunk may split one)
         last = self._last
         last.append(chunk)
         self._kept += len(chunk)
@@ -87,5 +93,9 @@ class Meter:
     def close(self) -> None:
         """The stream ended (or was cut): record what its last usage event said."""
         if not self._done:
-            self.tokens(*sse_usage(b"".join(self._last)))
+            tail = b"".join(self._last)
+            prompt, completion = sse_usage(tail)
+            if not (prompt or completion):  # cut before its usage event
+                completion = max(0, self._events - 1 - (b"data: [DONE]" in tail))
+            self.tokens(prompt, completion)
             self._last = []
