@@ -17,9 +17,11 @@ A secret is printed once, alone on stdout, and never stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,31 +69,55 @@ def with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T
         raise click.ClickException(str(err)) from err
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where the keys are, from the options every ``keys``/``usage`` command takes."""
+
+    url: str | None
+    admin_key: str | None
+    home: Path | None
+    database_url: str | None
+    config: Path | None
+
+    def api(self) -> AdminAPI | None:
+        """The gateway to talk to, or None for the store."""
+        if self.url is None:
+            return None
+        if not self.admin_key:
+            raise click.UsageError("--url needs the admin key: --admin-key or VLLAMA_ADMIN_KEY")
+        return AdminAPI(self.url, self.admin_key)
+
+    def settings(self) -> Settings:
+        return store_settings(self.home, self.database_url, self.config)
+
+
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the keys are: a running gateway (``--url``) or the store."""
-    fn = click.option("--config", type=click.Path(path_type=Path), help="TOML config file.")(fn)
-    fn = click.option("--database-url", help="Key store (default: SQLite in the data directory).")(
-        fn
-    )
-    fn = click.option("--home", type=click.Path(path_type=Path), help="Data directory.")(fn)
-    fn = click.option(
-        "--admin-key",
-        envvar="VLLAMA_ADMIN_KEY",
-        help="The gateway's admin key, with --url (better: VLLAMA_ADMIN_KEY).",
-    )(fn)
-    return click.option(
-        "--url",
-        help="A running gateway (http://host:port): use its admin API instead of the store.",
-    )(fn)
+    """The options saying where the keys are (a running gateway, ``--url``, or
+    the store), handed to the command as one ``where: Where``."""
 
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        fields = ("url", "admin_key", "home", "database_url", "config")
+        where = Where(**{name: kwargs.pop(name) for name in fields})
+        return fn(where=where, **kwargs)
 
-def admin_api(url: str | None, admin_key: str | None) -> AdminAPI | None:
-    """The gateway to talk to, or None for the store."""
-    if url is None:
-        return None
-    if not admin_key:
-        raise click.UsageError("--url needs the admin key: --admin-key or VLLAMA_ADMIN_KEY")
-    return AdminAPI(url, admin_key)
+    options = [
+        click.option(
+            "--url",
+            help="A running gateway (http://host:port): use its admin API instead of the store.",
+        ),
+        click.option(
+            "--admin-key",
+            envvar="VLLAMA_ADMIN_KEY",
+            help="The gateway's admin key, with --url (better: VLLAMA_ADMIN_KEY).",
+        ),
+        click.option("--home", type=click.Path(path_type=Path), help="Data directory."),
+        click.option("--database-url", help="Key store (default: SQLite in the data directory)."),
+        click.option("--config", type=click.Path(path_type=Path), help="TOML config file."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def over_http(call: Callable[[], T]) -> T:
@@ -154,11 +180,7 @@ def create(
     max_concurrency: int | None,
     expires: str | None,
     as_json: bool,
-    url: str | None,
-    admin_key: str | None,
-    home: Path | None,
-    database_url: str | None,
-    config: Path | None,
+    where: Where,
 ) -> None:
     """Create a key and print its secret (shown this once only)."""
     try:
@@ -166,7 +188,7 @@ def create(
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--expires") from err
     allowed = tuple(m.strip() for m in (models or "").split(",") if m.strip())
-    api = admin_api(url, admin_key)
+    api = where.api()
     if api is not None:
         spec = {"name": name, "models": list(allowed), "rpm": rpm, "tpm": tpm}
         spec.update(max_concurrency=max_concurrency, expires=expires)
@@ -175,7 +197,7 @@ def create(
     else:
         limits = Limits(rpm, tpm, max_concurrency)
         record, secret = new_record(name, models=allowed, limits=limits, expires_at=expires_at)
-        settings = store_settings(home, database_url, config)
+        settings = where.settings()
         with_store(settings, lambda store: store.insert_key(record))
         created, key_id = record.public(), record.id
     if as_json:
@@ -190,18 +212,14 @@ def create(
 @store_options
 def list_(
     as_json: bool,
-    url: str | None,
-    admin_key: str | None,
-    home: Path | None,
-    database_url: str | None,
-    config: Path | None,
+    where: Where,
 ) -> None:
     """List keys (never their secrets)."""
-    api = admin_api(url, admin_key)
+    api = where.api()
     if api is not None:
         keys = over_http(api.keys)
     else:
-        settings = store_settings(home, database_url, config)
+        settings = where.settings()
         keys = [r.public() for r in with_store(settings, lambda store: store.keys())]
     if as_json:
         click.echo(json.dumps(keys))
@@ -214,19 +232,15 @@ def list_(
 @store_options
 def revoke(
     key_id: str,
-    url: str | None,
-    admin_key: str | None,
-    home: Path | None,
-    database_url: str | None,
-    config: Path | None,
+    where: Where,
 ) -> None:
     """Revoke a key: refused at once by the gateway at --url, by others within
     auth_refresh_interval."""
-    api = admin_api(url, admin_key)
+    api = where.api()
     if api is not None:
         found = over_http(lambda: api.revoke(key_id))
     else:
-        settings = store_settings(home, database_url, config)
+        settings = where.settings()
         record = with_store(settings, lambda store: store.revoke(key_id, _now()))
         found = None if record is None else record.public()
     if found is None:
@@ -242,20 +256,16 @@ def revoke(
 def rotate(
     key_id: str,
     as_json: bool,
-    url: str | None,
-    admin_key: str | None,
-    home: Path | None,
-    database_url: str | None,
-    config: Path | None,
+    where: Where,
 ) -> None:
     """Give a key a new secret (same id, limits and usage); the old one stops working."""
-    api = admin_api(url, admin_key)
+    api = where.api()
     if api is not None:
         found = over_http(lambda: api.rotate(key_id))
         secret = "" if found is None else found.pop("key")
     else:
         secret = new_secret()
-        settings = store_settings(home, database_url, config)
+        settings = where.settings()
         record = with_store(
             settings,
             lambda store: store.rehash(key_id, secret[:SHOWN], hash_secret(secret), _now()),

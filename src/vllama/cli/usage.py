@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
 from vllama.auth.store import Store, UsageRow
 from vllama.auth.usage import utc_day
-from vllama.cli.keys import admin_api, over_http, store_options, store_settings, with_store
+from vllama.cli.keys import Where, over_http, store_options, with_store
 
 _FIELDS = ("key_id", "model", "day", "requests", "prompt_tokens", "completion_tokens")
 
@@ -33,21 +32,17 @@ def usage(
     since: str | None,
     key_id: str | None,
     as_json: bool,
-    url: str | None,
-    admin_key: str | None,
-    home: Path | None,
-    database_url: str | None,
-    config: Path | None,
+    where: Where,
 ) -> None:
     """Show usage per key, model and UTC day."""
     first = since or utc_day(time.time() - 86400 * (days - 1))
-    api = admin_api(url, admin_key)
+    api = where.api()
     if api is not None:
         found = over_http(lambda: api.usage(since=first, key_id=key_id))
         names = {r["key_id"]: r["key_name"] for r in found if r.get("key_name") != r["key_id"]}
         rows = [UsageRow(**{f: r[f] for f in _FIELDS}) for r in found]
     else:
-        settings = store_settings(home, database_url, config)
+        settings = where.settings()
 
         async def read(store: Store) -> tuple[list[UsageRow], dict[str, str]]:
             rows = await store.usage(since=first, key_id=key_id)
