@@ -1,71 +1,26 @@
 """The admin API of a running gateway, as ``vllama keys`` and ``vllama usage``
-use it with ``--url``.
-
-Why a client of its own next to ``cli/client.py``: that one speaks the Ollama
-API on ``OLLAMA_HOST`` with the caller's ``OLLAMA_API_KEY``; this one speaks
-``/admin/*`` (docs/AUTH.md) with the admin key, to any gateway URL, http or
-https. Standard library only, so the CLI stays quick to start. The admin key
-is sent as ``Authorization: Bearer`` and never printed; server errors come back
-as ``AdminError`` with the server's own message.
+use it with ``--url``: ``/admin/*`` (docs/AUTH.md) through the CLI's one HTTP
+client (``cli/client.py``), with the admin key rather than ``OLLAMA_API_KEY``,
+to any gateway URL, http or https. The admin key is sent as
+``Authorization: Bearer`` and never printed; server errors come back as
+``ClientError`` with the server's own message.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-TIMEOUT = 30.0
-
-
-class AdminError(Exception):
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+from vllama.cli.client import Client, ClientError
 
 
-def _message(status: int, payload: bytes, reason: str) -> str:
-    """The server's own error text, in either dialect."""
-    try:
-        error = json.loads(payload)["error"]
-    except (ValueError, KeyError, TypeError):
-        return payload.decode(errors="replace").strip() or f"{status} {reason}"
-    if isinstance(error, dict):
-        error = error.get("message", error)
-    return str(error)
-
-
-@dataclass(frozen=True)
 class AdminAPI:
-    url: str  #: the gateway, e.g. http://127.0.0.1:11434
-    admin_key: str
+    def __init__(self, url: str, admin_key: str) -> None:
+        self._client = Client.for_url(url, admin_key)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        parts = urlsplit(self.url if "://" in self.url else "http://" + self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AdminError(f"not a gateway URL: {self.url!r} (want http://host:port)")
-        secure = parts.scheme == "https"
-        kind = http.client.HTTPSConnection if secure else http.client.HTTPConnection
-        conn = kind(parts.netloc, timeout=TIMEOUT)
-        headers = {"Authorization": f"Bearer {self.admin_key}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        try:
-            conn.request(method, parts.path.rstrip("/") + path, body=data, headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
-        except OSError as exc:
-            raise AdminError(f"could not reach the gateway at {self.url}: {exc}") from exc
-        finally:
-            conn.close()
-        if response.status >= 400:
-            raise AdminError(_message(response.status, payload, response.reason), response.status)
-        return json.loads(payload) if payload.strip() else None
+        return self._client.call(method, path, body)
 
     def keys(self) -> list[dict[str, Any]]:
         listing: list[dict[str, Any]] = self._call("GET", "/admin/keys")["keys"]
@@ -87,10 +42,10 @@ class AdminAPI:
         return rows
 
     @staticmethod
-    def _or_none(call: Any) -> dict[str, Any] | None:
+    def _or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = call()
-        except AdminError as err:
+        except ClientError as err:
             if err.status == 404:
                 return None
             raise

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from vllama.settings import parse_ollama_host
 
@@ -43,6 +43,19 @@ def default_host(environ: dict[str, str] | None = None) -> str:
 class Client:
     host: str  #: "host:port"
     timeout: float | None = DEFAULT_TIMEOUT
+    #: The bearer key to send; None: ``OLLAMA_API_KEY``, as the ``ollama`` CLI does.
+    api_key: str | None = None
+    secure: bool = False  #: https
+    prefix: str = ""  #: a path the server is mounted under (behind a proxy)
+
+    @classmethod
+    def for_url(cls, url: str, api_key: str) -> Client:
+        """A client of the gateway at ``url`` (http or https, maybe under a path)."""
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ClientError(f"not a gateway URL: {url!r} (want http://host:port)")
+        secure = parts.scheme == "https"
+        return cls(parts.netloc, api_key=api_key, secure=secure, prefix=parts.path.rstrip("/"))
 
     def _request(
         self,
@@ -54,16 +67,17 @@ class Client:
         headers: dict[str, str] | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> http.client.HTTPResponse:
-        conn = http.client.HTTPConnection(self.host, timeout=timeout)
+        kind = http.client.HTTPSConnection if self.secure else http.client.HTTPConnection
+        conn = kind(self.host, timeout=timeout)
         sent = dict(headers or {})
         data: Any = raw
         if body is not None:
             data = json.dumps(body).encode()
             sent["Content-Type"] = "application/json"
-        if key := os.environ.get("OLLAMA_API_KEY"):
+        if key := self.api_key or os.environ.get("OLLAMA_API_KEY"):
             sent["Authorization"] = f"Bearer {key}"
         try:
-            conn.request(method, path, body=data, headers=sent)
+            conn.request(method, self.prefix + path, body=data, headers=sent)
             response = conn.getresponse()
         except OSError as exc:
             conn.close()
@@ -71,14 +85,11 @@ class Client:
         if response.status >= 400:
             text = response.read().decode(errors="replace")
             conn.close()
-            try:
-                message = str(json.loads(text)["error"])
-            except (ValueError, KeyError, TypeError):
-                message = text or response.reason
-            raise ClientError(message, response.status)
+            raise ClientError(_error_text(text, response.reason), response.status)
         return response
 
-    def _json(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One call answered with JSON (or nothing)."""
         response = self._request(method, path, body)
         text = response.read()
         return json.loads(text) if text.strip() else None
@@ -97,18 +108,18 @@ class Client:
 
     # -- the API -------------------------------------------------------------------
     def tags(self) -> list[dict[str, Any]]:
-        models: list[dict[str, Any]] = self._json("GET", "/api/tags")["models"]
+        models: list[dict[str, Any]] = self.call("GET", "/api/tags")["models"]
         return models
 
     def show(self, name: str) -> dict[str, Any]:
-        answer: dict[str, Any] = self._json("POST", "/api/show", {"model": name})
+        answer: dict[str, Any] = self.call("POST", "/api/show", {"model": name})
         return answer
 
     def delete(self, name: str) -> None:
-        self._json("DELETE", "/api/delete", {"model": name})
+        self.call("DELETE", "/api/delete", {"model": name})
 
     def copy(self, source: str, destination: str) -> None:
-        self._json("POST", "/api/copy", {"source": source, "destination": destination})
+        self.call("POST", "/api/copy", {"source": source, "destination": destination})
 
     def pull(self, name: str) -> Iterator[dict[str, Any]]:
         return self._stream("/api/pull", {"model": name})
@@ -135,6 +146,18 @@ class Client:
                 headers={"Content-Length": str(size)},
                 timeout=None,
             ).read()
+
+
+def _error_text(text: str, reason: str) -> str:
+    """The server's own error message, in either dialect (Ollama's string,
+    OpenAI's object)."""
+    try:
+        error = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError):
+        return text.strip() or reason
+    if isinstance(error, dict):
+        error = error.get("message", error)
+    return str(error)
 
 
 def host_option(func: Any) -> Any:

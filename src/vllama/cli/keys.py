@@ -37,7 +37,8 @@ from vllama.auth.keys import (
     parse_expires,
 )
 from vllama.auth.store import Store, StoreError, open_store
-from vllama.cli.admin_api import AdminAPI, AdminError
+from vllama.cli.admin_api import AdminAPI
+from vllama.cli.client import ClientError
 from vllama.cli.status import ExitStatus
 from vllama.settings import Settings, SettingsError, load_settings
 
@@ -85,7 +86,10 @@ class Where:
             return None
         if not self.admin_key:
             raise click.UsageError("--url needs the admin key: --admin-key or VLLAMA_ADMIN_KEY")
-        return AdminAPI(self.url, self.admin_key)
+        try:
+            return AdminAPI(self.url, self.admin_key)
+        except ClientError as err:
+            raise click.UsageError(err.message) from err
 
     def settings(self) -> Settings:
         return store_settings(self.home, self.database_url, self.config)
@@ -123,7 +127,7 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def over_http(call: Callable[[], T]) -> T:
     try:
         return call()
-    except AdminError as err:
+    except ClientError as err:
         raise click.ClickException(err.message) from err
 
 
