@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.test_routing import fake_ollama, gateway
-from tests.procs import FAKE_PYTHON, Proc, managed_fake, wait_http
+from tests.integration.test_routing import fake_ollama, managed_gateway
+from tests.procs import Proc, managed_fake, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -208,16 +207,7 @@ def test_engine_crash_with_a_fallback_backend(tmp_path: Path, procs: list[Proc])
         f'url = "{ollama}"\nrole = "fallback"\nmodels = {{ "fake" = "fake-ollama:latest" }}\n'
     )
     flags = f"--start-delay 3 --crash-after 2 --crash-marker {marker} --token-delay 0.1"
-    url = gateway(
-        procs,
-        tmp_path,
-        config,
-        "--engine-python",
-        str(FAKE_PYTHON),
-        "--model",
-        "fake",
-        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags},
-    )
+    url = managed_gateway(procs, tmp_path, config, flags)
     _wait_engine_up(url)
     body = {**CHAT, "options": {"num_predict": 200}}
 

@@ -72,6 +72,13 @@ def gateway(
     return url
 
 
+def managed_gateway(procs: list[Proc], home: Path, config: str, flags: str) -> str:
+    """``gateway`` with ``config`` whose managed engine is the fake one, with fault ``flags``."""
+    env = {"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": flags}
+    managed = ("--engine-python", str(FAKE_PYTHON), "--model", "fake")
+    return gateway(procs, home, config, *managed, env=env)
+
+
 def attached(engine: str) -> tuple[str, ...]:
     return ("--engine-url", engine, "--engine-api-key", "engine-key")
 
@@ -209,16 +216,7 @@ def test_fallback_to_ollama_in_its_native_api(tmp_path: Path, procs: list[Proc])
         f'name = "ollama"\nkind = "ollama"\nurl = "{ollama}"\nrole = "fallback"\n'
         'models = { "fake" = "fake-ollama:latest", "only-here" = "fake-ollama:latest" }\n'
     )
-    url = gateway(
-        procs,
-        tmp_path,
-        config,
-        "--engine-python",
-        str(FAKE_PYTHON),
-        "--model",
-        "fake",
-        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": "--start-delay 60"},
-    )
+    url = managed_gateway(procs, tmp_path, config, "--start-delay 60")
     # Ready (for a load balancer): every model has a backend up, here Ollama alone.
     wait_http(url + "/ready", timeout=10)
     ready = httpx.get(url + "/ready").json()
@@ -359,16 +357,7 @@ def test_ready_needs_a_backend_up_for_every_model(tmp_path: Path, procs: list[Pr
         f'name = "ollama"\nkind = "ollama"\nurl = "http://127.0.0.1:{port}"\n'
         'role = "fallback"\nmodels = { "fake" = "fake-ollama", "only-here" = "fake-ollama" }\n'
     )
-    url = gateway(
-        procs,
-        tmp_path,
-        config,
-        "--engine-python",
-        str(FAKE_PYTHON),
-        "--model",
-        "fake",
-        env={"FAKE_ENGINE_PYTHON": sys.executable, "FAKE_ENGINE_FLAGS": "--start-delay 3"},
-    )
+    url = managed_gateway(procs, tmp_path, config, "--start-delay 3")
     starting = httpx.get(url + "/ready")
     assert starting.status_code == 503
     assert int(starting.headers["retry-after"]) >= 1
