@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,3 +184,25 @@ def managed_fake(
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", timeout=30, proc=proc.popen)
     return proc, url
+
+
+@contextlib.contextmanager
+def attached_stack(
+    home: Path, *engine_flags: str, model: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """(engine URL, gateway URL): a fake engine (``engine_flags``) and `vllama
+    serve --engine-url` in front of it, both up; stopped on exit."""
+    engine_port, gateway_port = free_port(), free_port()
+    procs = [fake_engine(engine_port, *engine_flags, model=model)]
+    engine = f"http://127.0.0.1:{engine_port}"
+    try:
+        wait_http(engine + "/health", timeout=30, proc=procs[0].popen)
+        attach = ("--engine-url", engine, "--engine-api-key", "engine-key")
+        procs.append(vllama_serve(gateway_port, home, *attach, env=env))
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        wait_http(gateway + "/ready", timeout=60, proc=procs[1].popen)
+        yield engine, gateway
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+            proc.kill_group()

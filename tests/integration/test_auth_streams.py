@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import openai
 import pytest
 
 from tests.admin import ADMIN, bearer, new_key, usage_of
-from tests.procs import Proc, fake_engine, free_port, vllama_serve, wait_http
+from tests.procs import attached_stack
 
 ENGINE_KEY = "engine-key"
 FINGERPRINT = "vllm-0.32.0-fa4e1234"
@@ -30,29 +29,12 @@ PROMPT = {"model": "fake", "prompt": "one two three four"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(engine URL, gateway URL): keys required, usage written only at the end."""
-    engine_port, gateway_port = free_port(), free_port()
     flags = ("--token-delay", "0.02", "--fingerprint-mode", "custom")
-    procs: list[Proc] = [
-        fake_engine(engine_port, *flags, "--fingerprint-value", FINGERPRINT, model="fake")
-    ]
-    engine = f"http://127.0.0.1:{engine_port}"
-    try:
-        wait_http(engine + "/health", timeout=30, proc=procs[0].popen)
-        home: Path = tmp_path_factory.mktemp("streams-home")
-        env = {
-            "VLLAMA_AUTH": "on",
-            "VLLAMA_ADMIN_KEY": ADMIN,
-            "VLLAMA_USAGE_FLUSH_INTERVAL": "3600",
-        }
-        attach = ("--engine-url", engine, "--engine-api-key", ENGINE_KEY)
-        procs.append(vllama_serve(gateway_port, home, *attach, env=env))
-        gateway = f"http://127.0.0.1:{gateway_port}"
-        wait_http(gateway + "/ready", timeout=60, proc=procs[1].popen)
-        yield engine, gateway
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-            proc.kill_group()
+    flags += ("--fingerprint-value", FINGERPRINT)
+    env = {"VLLAMA_AUTH": "on", "VLLAMA_ADMIN_KEY": ADMIN, "VLLAMA_USAGE_FLUSH_INTERVAL": "3600"}
+    home = tmp_path_factory.mktemp("streams-home")
+    with attached_stack(home, *flags, model="fake", env=env) as urls:
+        yield urls
 
 
 def stable(stream: bytes) -> bytes:

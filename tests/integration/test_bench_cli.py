@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.procs import VLLAMA, Proc, fake_engine, free_port, vllama_serve, wait_http
+from tests.procs import VLLAMA, attached_stack, free_port
 from vllama.bench.loadgen import Target, new_session, run, run_level
 
 MODEL = "smollm2:135m"
@@ -25,21 +25,9 @@ KEY = "engine-key"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(engine URL, gateway URL): the fake engine and vLLama attached to it."""
-    engine_port, gateway_port = free_port(), free_port()
-    procs: list[Proc] = [fake_engine(engine_port, "--token-delay", "0.002", model=MODEL)]
-    engine = f"http://127.0.0.1:{engine_port}"
-    try:
-        wait_http(engine + "/health", timeout=30, proc=procs[0].popen)
-        home = tmp_path_factory.mktemp("bench-home")
-        flags = ("--engine-url", engine, "--engine-api-key", KEY)
-        procs.append(vllama_serve(gateway_port, home, *flags))
-        gateway = f"http://127.0.0.1:{gateway_port}"
-        wait_http(gateway + "/ready", timeout=60, proc=procs[1].popen)
-        yield engine, gateway
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-            proc.kill_group()
+    home = tmp_path_factory.mktemp("bench-home")
+    with attached_stack(home, "--token-delay", "0.002", model=MODEL) as urls:
+        yield urls
 
 
 def bench(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
