@@ -4,6 +4,7 @@ with, and the few calls the auth suites make through it."""
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import httpx
@@ -31,3 +32,13 @@ def usage_of(url: str, key_id: str) -> tuple[int, int, int]:
         sum(r["prompt_tokens"] for r in rows),
         sum(r["completion_tokens"] for r in rows),
     )
+
+
+def counted_usage(url: str, key_id: str, timeout: float = 5) -> tuple[int, int, int]:
+    """``usage_of`` once the key's request is counted: a stream the client left
+    is charged when the gateway notices, a moment later."""
+    deadline = time.monotonic() + timeout
+    while (usage := usage_of(url, key_id))[0] == 0:
+        assert time.monotonic() < deadline, "the abandoned request was never counted"
+        time.sleep(0.05)
+    return usage
