@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,13 +193,8 @@ class ModelStore:
         target = self.path_for(name)
         if "config.json" not in files:
             raise BadRequest(f"{source} has no config.json: not a Hugging Face model")
-        staged = self.root / ".incoming" / f"{target.name}.{uuid.uuid4().hex}"
-        staged.mkdir(parents=True)
+        staged = self._stage(target, files, lambda file, link: link.symlink_to(file.absolute()))
         try:
-            for relative, file in files.items():
-                link = staged / relative
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(file.absolute())
             self._register(staged, target, name, source, digest=digest)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
@@ -248,18 +244,30 @@ class ModelStore:
         if "adapter_config.json" not in files:
             raise BadRequest("a LoRA adapter needs its adapter_config.json")
         target = self.path_for(name)
-        staged = self.root / ".incoming" / f"{target.name}.{uuid.uuid4().hex}"
-        staged.mkdir(parents=True)
+        staged = self._stage(target, files, lambda file, link: _link_or_copy(str(file), str(link)))
         try:
-            for relative, file in files.items():
-                link = staged / relative
-                link.parent.mkdir(parents=True, exist_ok=True)
-                _link_or_copy(str(file), str(link))
             fields = {"format": "lora", "adapter_of": base.name, "parent": base.name, **extra}
             self._register(staged, target, name, "adapter", extra=fields)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         return self._require(target)
+
+    def _stage(
+        self, target: Path, files: dict[str, Path], link: Callable[[Path, Path], Any]
+    ) -> Path:
+        """A staging folder beside the store holding ``files`` at their relative
+        paths, each put there by ``link(file, path)``; the caller registers it."""
+        staged = self.root / ".incoming" / f"{target.name}.{uuid.uuid4().hex}"
+        staged.mkdir(parents=True)
+        try:
+            for relative, file in files.items():
+                path = staged / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                link(file, path)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return staged
 
     def _with_base(self, adapter: LocalModel) -> LocalModel:
         """An adapter reports what its base model is and can do."""
