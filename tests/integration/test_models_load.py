@@ -267,3 +267,31 @@ def test_the_load_shortcut_waits_for_a_starting_engine(
     assert loaded.done_reason == "load"
     assert httpx.get(url + "/ready").status_code == 200
     assert ps(url) == ["alpha:latest"]
+
+
+def test_an_unload_never_stops_an_engine_a_request_is_loading(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """keep_alive 0 while another request waits for the engine to start: that
+    request is answered (the unload is left to keep_alive), never 503'd by a
+    stop under it."""
+    home = home_with_models(tmp_path, "alpha")
+    proc, url = managed_fake(home, "--start-delay 2", args=("--model", "alpha"))
+    procs.append(proc)
+    wait_http(url + "/ready", timeout=30, proc=proc.popen)
+    unload = {"model": "alpha", "keep_alive": 0}
+    assert httpx.post(url + "/api/generate", json=unload, timeout=30).status_code == 200
+    until(lambda: not engines(proc), what="the engine stopped")
+
+    answers: list[httpx.Response] = []
+    loading = threading.Thread(
+        target=lambda: answers.append(httpx.post(url + "/api/chat", json=chat("alpha"), timeout=60))
+    )
+    loading.start()
+    until(lambda: bool(engines(proc)), what="the engine starting again")
+    during = httpx.post(url + "/api/generate", json=unload, timeout=30)
+    loading.join(timeout=60)
+    assert during.status_code == 200, during.text
+    assert len(answers) == 1
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["done"] is True

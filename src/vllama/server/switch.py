@@ -105,15 +105,21 @@ def find_model(gw: Gateway, typed: str) -> ServedModel:
 
 async def unload_model(gw: Gateway, model: ServedModel) -> None:
     """Ollama's unload (``keep_alive: 0`` with nothing to generate): stop the engine
-    serving ``model`` now, or once its requests in flight are over (the reaper)."""
+    serving ``model`` now, or, while requests are in flight or waiting for it to
+    start, once they are over (the reaper, since keep_alive is now 0)."""
     gw.keep_alive.touch(model.name, 0)
     fleet = gw.fleet
     slot = fleet.slot_of(model) if fleet is not None else None
     if fleet is None or slot is None or not slot.loaded:
         return
     async with fleet.lock:
-        if slot.loaded and not slot.busy:
+        if _idle(slot):
             await fleet.unload(slot, "keep_alive 0")
+
+
+def _idle(slot: Slot) -> bool:
+    """Ready, and nobody uses it nor waits for it (a starting engine has waiters)."""
+    return slot.engine.state is EngineState.READY and not slot.busy and not slot.loading
 
 
 # -- choosing where a model goes ------------------------------------------------------
