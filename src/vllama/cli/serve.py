@@ -30,6 +30,7 @@ from vllama.errors import VllamaError
 from vllama.server.app import create_app
 from vllama.server.boot import build_gateway
 from vllama.server.gateway import Gateway
+from vllama.server.wire import HttpProtocol
 from vllama.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("vllama.serve")
@@ -84,7 +85,7 @@ async def _serve(settings: Settings, console: Console) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        http="httptools",
+        http=HttpProtocol,
         lifespan="on",
         access_log=False,
         proxy_headers=False,

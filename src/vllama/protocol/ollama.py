@@ -62,13 +62,24 @@ def go_quote(s: str) -> str:
     return "".join(out)
 
 
+class _InvalidDuration(Exception):
+    """Raised inside the parser; turned into Go's message once, at the top."""
+
+
 def parse_go_duration(text: str) -> int:
     """Port of Go's ``time.ParseDuration``; returns nanoseconds.
 
     Raises ``BadRequest`` with Go's own message (``time: invalid duration
     "x"``, ``time: missing unit ...``, ``time: unknown unit ...``).
     """
-    invalid = BadRequest(f"time: invalid duration {go_quote(text)}")
+    try:
+        return _parse_go_duration(text)
+    except _InvalidDuration:
+        raise BadRequest(f"time: invalid duration {go_quote(text)}") from None
+
+
+def _parse_go_duration(text: str) -> int:
+    invalid = _InvalidDuration
     s = text
     neg = False
     if s[:1] in ("-", "+"):

@@ -25,7 +25,7 @@ async def check(upstream: Upstream, backend: Backend, limit: float) -> bool:
             response = await upstream.open(
                 "GET", backend.base_url + backend.config.health_route, api_key=backend.api_key
             )
-            response.close()
+            await response.read()  # to the end, so that the connection is kept
     except (VllamaError, TimeoutError):
         return False
     return response.status < 300

@@ -31,6 +31,7 @@ from vllama.engine.state import EngineState
 from vllama.engine.supervisor import Supervisor
 from vllama.models.catalog import Catalog, ServedModel
 from vllama.models.names import normalize
+from vllama.protocol.ollama import parse_keep_alive
 from vllama.routing.backend import Backend
 from vllama.routing.breaker import Breaker
 from vllama.routing.config import BackendConfig
@@ -59,6 +60,11 @@ class KeepAlive:
 
     default_seconds: float | None
     _last: dict[str, tuple[float | None, float]] = field(default_factory=dict)
+
+    def requested(self, value: object) -> float | None:
+        """A request's ``keep_alive`` in seconds; absent or null is the default,
+        parsed once at start rather than on every request."""
+        return self.default_seconds if value is None else parse_keep_alive(value, "")
 
     def touch(self, name: str, seconds: float | None, *, now: float | None = None) -> None:
         self._last[normalize(name)] = (seconds, time.time() if now is None else now)

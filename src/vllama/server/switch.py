@@ -38,7 +38,6 @@ from vllama.engine.supervisor import EngineFailed, Supervisor
 from vllama.errors import EngineUnavailable, ModelNotFound, VllamaError
 from vllama.models.catalog import ModelNotLoaded, ServedModel
 from vllama.models.store import LocalModel
-from vllama.protocol.ollama import parse_keep_alive
 from vllama.routing.breaker import Breaker
 from vllama.server.fleet import GRACE, Fleet, Slot
 from vllama.server.gateway import Gateway
@@ -77,7 +76,7 @@ async def load_model(gw: Gateway, typed: str) -> ServedModel:
             await _wait_ready(gw, slot, model.name, deadline)
     if fleet is not None and slot is not None:
         fleet.used(slot)
-    gw.keep_alive.touch(model.name, parse_keep_alive(None, gw.settings.keep_alive))
+    gw.keep_alive.touch(model.name, gw.keep_alive.default_seconds)
     return model
 
 

@@ -1,25 +1,26 @@
-"""HTTP to an engine: one pooled aiohttp session, errors mapped to ours.
+"""HTTP to an engine: one connection pool, errors mapped to ours.
 
-aiohttp rather than httpx: httpx's pool does work quadratic in open requests
+The pool is ours (``upstream/http1.py``, httptools underneath) rather than
+aiohttp's or httpx's client: httpx's pool does work quadratic in open requests
 and collapsed to ~570 req/s in front of a fast upstream on this kind of
-machine, where aiohttp held ~4,600 (docs/PERFORMANCE.md). Transport failures
+machine, and aiohttp's client, which held ~4,600, still cost a third of the
+gateway's CPU per relayed request (docs/PERFORMANCE.md). Transport failures
 become ``UpstreamUnreachable``/``UpstreamTimeout`` here, where they enter, so
-routes never see an aiohttp exception; an engine's own error answer becomes an
+routes never see a socket error; an engine's own error answer becomes an
 ``UpstreamError`` carrying its status and message.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from vllama.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from vllama.translate.responses import openai_error_message
+from vllama.upstream.http1 import ConnectionLost, Exchange, Pool
 
 #: Headers of the client's request that may reach the engine. Everything else
 #: (notably the client's Authorization) stays at the gateway.
@@ -41,19 +42,20 @@ class UpstreamResponse:
     so that the engine sees the abort and frees the request's KV cache.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, timeouts: Timeouts) -> None:
-        self._response = response
+    def __init__(self, exchange: Exchange, timeouts: Timeouts) -> None:
+        self._exchange = exchange
         self._timeouts = timeouts
-        self.status = response.status
-        self.headers = response.headers
+        self.status = exchange.status
+        #: Lower-case names; repeated headers joined with ", ".
+        self.headers = exchange.headers
 
     async def read(self) -> bytes:
-        """The whole body; a stall is bounded by the session's socket-read limit."""
+        """The whole body; each wait for bytes is bounded by the first-byte timeout."""
         try:
-            return await self._response.read()
+            return await self._exchange.body(self._timeouts.first_byte)
         except TimeoutError as exc:
             raise UpstreamTimeout("engine did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except ConnectionLost as exc:
             raise UpstreamUnreachable(f"engine connection failed: {exc}") from exc
         finally:
             self.close()
@@ -61,64 +63,38 @@ class UpstreamResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive.
 
-        The first wait is bounded by the session's socket-read limit (the
-        first-byte timeout); each later gap by the idle timeout.
+        The first wait is bounded by the first-byte timeout; each later gap by
+        the idle timeout.
         """
-        idle = self._timeouts.idle
         limit = self._timeouts.first_byte
-        content = self._response.content
         try:
-            chunk = await content.readany()
-            while chunk:
+            while chunk := await self._exchange.chunk(limit):
                 yield chunk
-                limit = idle
-                async with asyncio.timeout(idle):
-                    chunk = await content.readany()
+                limit = self._timeouts.idle
         except TimeoutError as exc:
             raise UpstreamTimeout(f"engine stalled for more than {limit:g} s") from exc
-        except aiohttp.ClientError as exc:
+        except ConnectionLost as exc:
             raise UpstreamUnreachable(f"engine connection lost: {exc}") from exc
 
     def close(self) -> None:
-        if not self._response.closed:
-            self._response.close()
+        self._exchange.release()
 
 
 class Upstream:
-    """The pooled client to one engine. Owned by the app's lifespan."""
+    """The pooled client to the engines. Owned by the app's lifespan."""
 
     def __init__(self, *, pool_size: int, timeouts: Timeouts) -> None:
         self._pool_size = pool_size
         self.timeouts = timeouts
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size, limit_per_host=self._pool_size, ttl_dns_cache=300
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.timeouts.connect,
-                sock_read=self.timeouts.first_byte,
-            ),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-        )
+        self._pool = Pool(self._pool_size, self.timeouts.connect)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("Upstream used before start()")
-        return self._session
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def open(
         self,
@@ -130,19 +106,20 @@ class Upstream:
         api_key: str | None = None,
     ) -> UpstreamResponse:
         """Send a request and wait for the status line; errors mapped to ours."""
+        if self._pool is None:
+            raise RuntimeError("Upstream used before start()")
         send_headers = dict(headers or {})
         if api_key:
             send_headers["Authorization"] = f"Bearer {api_key}"
         try:
-            # The session's sock_read limit bounds the wait for the status line.
-            response = await self.session.request(
-                method, url, data=body, headers=send_headers, allow_redirects=False
+            exchange = await self._pool.request(
+                method, url, send_headers, body, self.timeouts.first_byte
             )
         except TimeoutError as exc:
             raise UpstreamTimeout("engine did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except (ConnectionLost, OSError) as exc:
             raise UpstreamUnreachable(f"engine unreachable: {exc}") from exc
-        return UpstreamResponse(response, self.timeouts)
+        return UpstreamResponse(exchange, self.timeouts)
 
     async def open_ok(
         self,

@@ -19,7 +19,7 @@ from starlette.types import Scope
 from vllama.errors import BadRequest
 from vllama.models.catalog import ServedModel
 from vllama.models.modelfile import with_system
-from vllama.protocol.ollama import parse_keep_alive, parse_think
+from vllama.protocol.ollama import parse_think
 from vllama.routing.backend import Backend
 from vllama.routing.router import BACKEND_HEADER, Lease
 from vllama.server.body import model_name, parse_object, read_body
@@ -79,7 +79,7 @@ async def generation(
     """One ``/api/chat`` or ``/api/generate`` request, its body already read:
     shared by the HTTP routes and the WebSocket (``routes/ws.py``)."""
     typed = model_name(body, missing_is_404=kind == "generate")
-    keep = parse_keep_alive(body.get("keep_alive"), gw.settings.keep_alive)
+    keep = gw.keep_alive.requested(body.get("keep_alive"))
     unload = keep == 0 and is_load_request(kind, body)  # nothing to load for
     model = find_model(gw, typed) if unload else await load_model(gw, typed)
     gw.auth.admit_request(scope, body, typed, model.name, model.served_name)
@@ -121,7 +121,7 @@ async def _embedding_call(request: Request, legacy: bool) -> Response:
     gw.auth.admit_request(request.scope, body, typed, model.name, model.served_name)
     if "embedding" not in model.capabilities:
         raise BadRequest(f"{model.name} does not support embedding")
-    keep = parse_keep_alive(body.get("keep_alive"), gw.settings.keep_alive)
+    keep = gw.keep_alive.requested(body.get("keep_alive"))
     payload = (embeddings_request if legacy else embed_request)(body, model.served_name)
     gw.keep_alive.touch(model.name, keep)
     if not payload["input"]:
