@@ -290,3 +290,14 @@ async def test_a_large_body_is_read_whole_under_flow_control() -> None:
         assert await response.read() == big
         assert await (await upstream.open("POST", f"http://127.0.0.1:{fake.port}/x")).read() == big
     assert fake.connections == 1
+
+
+async def test_an_answer_dropped_unread_gives_its_slot_back() -> None:
+    async with engine(reply_ok) as fake, client(pool_size=1) as upstream:
+        url = f"http://user:secret@127.0.0.1:{fake.port}/x"
+        response = await upstream.open("POST", url)
+        del response  # never read nor closed
+        again = await asyncio.wait_for(upstream.open("POST", url), 2)
+        assert again.status == 200
+        again.close()
+    assert f"Host: 127.0.0.1:{fake.port}\r\n".encode() in fake.requests[0]

@@ -79,6 +79,11 @@ class UpstreamResponse:
     def close(self) -> None:
         self._exchange.release()
 
+    def __del__(self) -> None:
+        # A safety net for a path that drops an answer unread: its pool slot
+        # and connection come back rather than leak until the pool is exhausted.
+        self._exchange.release()
+
 
 class Upstream:
     """The pooled client to the engines. Owned by the app's lifespan."""

@@ -65,7 +65,8 @@ def target_of(url: str) -> Target:
     tls = parts.scheme == "https"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     port = parts.port or (443 if tls else 80)
-    return Target(parts.hostname, port, tls, parts.netloc, path)
+    authority = parts.netloc.rpartition("@")[2]  # credentials are not a Host
+    return Target(parts.hostname, port, tls, authority, path)
 
 
 def request_head(
