@@ -102,6 +102,12 @@ class Slot:
     def busy(self) -> bool:
         return self.backend.outstanding > 0
 
+    @property
+    def idle(self) -> bool:
+        """Ready, and nobody uses it nor waits for it (a starting engine has
+        waiters): the only state in which an engine may be stopped to unload."""
+        return self.engine.state is EngineState.READY and not self.busy and not self.loading
+
     def serves(self, model: ServedModel) -> bool:
         wanted = normalize(model.served_name)
         return any(normalize(m.served_name) == wanted for m in self.models)
@@ -218,7 +224,7 @@ class Fleet:
 
     # -- keep_alive ----------------------------------------------------------------
     def expired(self, slot: Slot, now: float) -> bool:
-        if not slot.models or slot.engine.state is not EngineState.READY or slot.busy:
+        if not slot.models or not slot.idle:
             return False
         since = slot.since()
         return now >= max(slot.expires_at(self.keep_alive), since + GRACE)

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Literal
 
 from vllama.engine.spec import EngineSpec, Kind, default_engine_python, vllm_spec
-from vllama.engine.state import EngineState
 from vllama.engine.supervisor import EngineFailed, Supervisor
 from vllama.errors import EngineUnavailable, ModelNotFound, VllamaError
 from vllama.models.catalog import ModelNotLoaded, ServedModel
@@ -112,13 +111,8 @@ async def unload_model(gw: Gateway, model: ServedModel) -> None:
     if fleet is None or slot is None or not slot.loaded:
         return
     async with fleet.lock:
-        if _idle(slot):
+        if slot.idle:
             await fleet.unload(slot, "keep_alive 0")
-
-
-def _idle(slot: Slot) -> bool:
-    """Ready, and nobody uses it nor waits for it (a starting engine has waiters)."""
-    return slot.engine.state is EngineState.READY and not slot.busy and not slot.loading
 
 
 # -- choosing where a model goes ------------------------------------------------------
@@ -198,11 +192,7 @@ async def _room(
         free = [s for s in fleet.slots if not s.loaded]
         return free[0] if free else "new"
     now = time.time()
-    idle = [
-        s
-        for s in loaded
-        if s.engine.state is EngineState.READY and not s.busy and now - s.since() >= GRACE
-    ]
+    idle = [s for s in loaded if s.idle and now - s.since() >= GRACE]
     if not idle:
         return None
     victim = min(idle, key=lambda s: s.since())
