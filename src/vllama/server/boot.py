@@ -21,7 +21,8 @@ from vllama.models.manager import ModelManager
 from vllama.models.names import normalize
 from vllama.models.store import ModelStore
 from vllama.protocol.ollama import parse_keep_alive
-from vllama.server.gateway import Gateway, KeepAlive
+from vllama.server.fleet import KeepAlive
+from vllama.server.gateway import Gateway
 from vllama.settings import Settings
 from vllama.upstream.client import Timeouts, Upstream
 

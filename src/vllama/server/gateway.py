@@ -24,8 +24,6 @@ from vllama.server.fleet import Fleet, KeepAlive
 from vllama.settings import Settings
 from vllama.upstream.client import Upstream
 
-__all__ = ["Gateway", "KeepAlive", "gateway_of", "request_id_of"]
-
 
 @dataclass
 class Gateway:

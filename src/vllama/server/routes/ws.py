@@ -39,6 +39,7 @@ from vllama.server.gateway import Gateway
 from vllama.server.middleware.cors import cors_middleware
 from vllama.server.routes.ollama import generation
 from vllama.server.streaming import LiveStream
+from vllama.translate.responses import openai_error_message
 
 _GONE = None  #: what the reader queues when the client has closed
 #: Requests a client may queue while one is answered; more closes the socket (1008).
@@ -171,16 +172,7 @@ def _frame_of(answer: Response) -> bytes:
     body = bytes(answer.body)
     if answer.status_code < 400:
         return body
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        decoded = None
-    error = decoded.get("error") if isinstance(decoded, dict) else None
-    if isinstance(error, dict):
-        error = error.get("message")
-    return orjson.dumps(
-        {"error": str(error or body.decode(errors="replace") or answer.status_code)}
-    )
+    return orjson.dumps({"error": openai_error_message(body)})  # either dialect's error
 
 
 async def _send(websocket: WebSocket, frame: bytes) -> None:
